@@ -82,7 +82,8 @@ pub struct Settings {
     /// Apply pending migrations when the server starts.
     #[arg(long, env = "MIGRATE_ON_START", default_value = "false", global = true)]
     pub migrate_on_start: String,
-    /// A request that takes longer is answered 504.
+    /// A request that takes longer is answered 504. Must exceed
+    /// DB_STATEMENT_TIMEOUT, so a statement never outlives its request.
     #[arg(long, env = "REQUEST_TIMEOUT", default_value = "10s", global = true)]
     pub request_timeout: String,
     /// Largest request body accepted, in bytes (413 above it). NGINX's
@@ -278,6 +279,18 @@ impl Settings {
         ] {
             p.check(value.is_none_or(|d| !d.is_zero()), || format!("{name} must be more than zero"));
         }
+        if let (Some(statement), Some(request)) = (statement_timeout, request_timeout) {
+            // A request that times out drops its future, but Postgres keeps
+            // running the statement and may still commit it after the client
+            // got a 504. Statements must therefore give up first.
+            p.check(statement < request, || {
+                format!(
+                    "DB_STATEMENT_TIMEOUT ({}) must be shorter than REQUEST_TIMEOUT ({})",
+                    humantime::format_duration(statement),
+                    humantime::format_duration(request)
+                )
+            });
+        }
         if let Some(limit) = body_limit_bytes {
             p.check(limit >= 1024, || "BODY_LIMIT_BYTES must be at least 1024".to_owned());
         }
@@ -377,6 +390,15 @@ mod tests {
         let mut settings = Settings::defaults();
         settings.request_timeout = "0s".into();
         assert!(settings.validate().is_err());
+    }
+
+    #[test]
+    fn a_statement_may_not_outlive_its_request() {
+        let mut settings = Settings::defaults();
+        settings.request_timeout = "5s".into();
+        settings.db_statement_timeout = "5s".into();
+        let errors = settings.validate().expect_err("invalid");
+        assert!(errors.to_string().contains("must be shorter than REQUEST_TIMEOUT"), "{errors}");
     }
 
     #[test]

@@ -22,7 +22,7 @@ use crate::versioning::{Deprecation, Deprecations};
 
 /// The command line of the `api` binary.
 #[derive(Debug, Parser)]
-#[command(name = "api", version, about = "The gantry HTTP API.")]
+#[command(name = "api", version, about = "The HTTP API.")]
 pub struct Cli {
     /// What to do; with no subcommand the API serves HTTP.
     #[command(subcommand)]
@@ -54,7 +54,7 @@ pub struct Settings {
     #[arg(
         long,
         env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/gantry",
+        default_value = concat!("postgres://postgres@127.0.0.1:5432/", env!("PROJECT_NAME")),
         hide_env_values = true,
         global = true
     )]

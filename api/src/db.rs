@@ -17,7 +17,7 @@ pub static MIGRATOR: Migrator = sqlx::migrate!();
 /// Connection options from the config.
 fn connect_options(config: &DatabaseConfig) -> anyhow::Result<PgConnectOptions> {
     let options = PgConnectOptions::from_str(config.url.expose_secret()).context("parsing DATABASE_URL")?;
-    Ok(options.application_name("api"))
+    Ok(options.application_name(concat!(env!("PROJECT_NAME"), "-api")))
 }
 
 /// Builds the pool. It connects lazily, so the server starts (and reports

@@ -1,4 +1,4 @@
-//! The gantry API service as a library: `main.rs` only parses the command
+//! The API service as a library: `main.rs` only parses the command
 //! line and calls into here, and the tests build the same [`App`].
 
 pub mod app;

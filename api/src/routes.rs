@@ -10,10 +10,12 @@ pub mod v1;
 pub mod v2;
 
 use axum::Router;
+use axum::body::Bytes;
+use axum::http::header;
 use axum::middleware;
+use axum::routing::get;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
-use utoipa_swagger_ui::SwaggerUi;
 
 use crate::config::Config;
 use crate::error::{ApiError, ErrorCode};
@@ -24,7 +26,6 @@ use crate::versioning::{Deprecations, announce_deprecation};
 #[derive(OpenApi)]
 #[openapi(
     info(
-        title = "gantry API",
         description = "Versioned HTTP API. Errors are RFC 9457 problem+json with a stable `code`."
     ),
     tags(
@@ -49,20 +50,39 @@ fn api_routes(deprecations: &Deprecations) -> OpenApiRouter<AppState> {
 
 /// The OpenAPI document.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api_routes(&Deprecations::default()).into_openapi()
+    titled(api_routes(&Deprecations::default()).into_openapi())
 }
 
-/// The complete router: API routes, `/openapi.json`, `/docs` (Swagger UI,
-/// served from the binary, no network needed) and the middleware stack.
+fn titled(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    doc.info.title = format!("{} API", env!("PROJECT_NAME"));
+    doc
+}
+
+/// The complete router: API routes, `/openapi.json`, the interactive docs
+/// and the middleware stack.
 pub fn router(state: AppState, config: &Config) -> Router {
     let metrics = state.metrics.clone();
     let (routes, openapi) = api_routes(&config.deprecations).split_for_parts();
-    let complete = routes
-        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
-        .fallback(route_not_found)
-        .with_state(state);
-    crate::http::apply(complete, metrics, config)
+    // Serialised once: the document cannot change while the process runs.
+    let document = Bytes::from(serde_json::to_vec(&titled(openapi)).expect("the document serialises"));
+    let routes = routes.route(
+        "/openapi.json",
+        get(move || async move { ([(header::CONTENT_TYPE, "application/json")], document) }),
+    );
+    // @template if docs
+    let routes = routes.merge(docs());
+    // @template endif
+    crate::http::apply(routes.fallback(route_not_found).with_state(state), metrics, config)
 }
+
+// @template if docs
+/// Swagger UI at `/docs/`, reading `/openapi.json`. Its assets are compiled
+/// into the binary (the crate's `vendored` feature): no CDN, no download at
+/// build time, so the page works offline and behind strict egress rules.
+fn docs() -> utoipa_swagger_ui::SwaggerUi {
+    utoipa_swagger_ui::SwaggerUi::new("/docs").config(utoipa_swagger_ui::Config::new(["/openapi.json"]))
+}
+// @template endif
 
 async fn route_not_found() -> ApiError {
     ApiError::code(ErrorCode::RouteNotFound)

@@ -1,1 +1,62 @@
-fn main() {}
+//! `cargo xtask`: the project's own tooling, in Rust so it runs wherever
+//! cargo does.
+//!
+//! - `up`: bring the platform up locally against the local services.
+//! - `ci`: every check CI runs, in the same order.
+
+mod ci;
+mod cmd;
+// @template if repo
+mod generated;
+mod new;
+mod template;
+// @template endif
+mod tools;
+mod up;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "The project's own tooling")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Bring the platform up locally: migrate, then serve the API.
+    Up(up::Args),
+    /// Run every check CI runs: formatting, clippy and all the tests.
+    Ci(ci::Args),
+    // @template if repo
+    /// Render the root into template/ (or, with --check, fail if it is stale).
+    Template(template::Args),
+    /// Generate a project from template/.
+    New(new::Args),
+    /// Test the generator: generate the option matrix and run each project's CI.
+    Generated(generated::Args),
+    // @template endif
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Up(args) => up::run(&args),
+        Command::Ci(args) => ci::run(&args),
+        // @template if repo
+        Command::Template(args) => template::run(&args),
+        Command::New(args) => new::run(&args),
+        Command::Generated(args) => generated::run(&args),
+        // @template endif
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -79,6 +79,7 @@ async fn the_openapi_document_describes_every_route_and_matches_the_snapshot() {
     insta::assert_json_snapshot!("openapi", served);
 }
 
+// @template if docs
 #[tokio::test]
 async fn the_docs_page_works_offline() {
     let app = spawn_app().await;
@@ -106,6 +107,17 @@ async fn the_docs_page_works_offline() {
         app.send(Method::GET, "/docs/swagger-initializer.js", &[], None).await.text().await.expect("js");
     assert!(init.contains("/openapi.json"), "{init}");
 }
+// @template endif
+// @template if not docs
+//
+// #[tokio::test]
+// async fn there_are_no_docs_pages_when_the_option_is_off() {
+//     let app = spawn_app().await;
+//     let page = app.send(Method::GET, "/docs/", &[], None).await;
+//     assert_problem(page, StatusCode::NOT_FOUND, "route_not_found").await;
+//     assert_eq!(app.openapi().await["openapi"], "3.1.0", "the document is still served");
+// }
+// @template endif
 
 #[tokio::test]
 async fn readiness_is_a_problem_when_the_database_is_gone() {
@@ -195,4 +207,21 @@ async fn sigterm_drains_and_exits_zero() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(status.success(), "exit status {status}");
+}
+
+#[test]
+fn the_configuration_doc_lists_every_setting() {
+    use clap::CommandFactory;
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/configuration.md"))
+        .expect("docs/configuration.md");
+    let command = api::Cli::command();
+    let variables: Vec<String> = command
+        .get_arguments()
+        .filter_map(|arg| arg.get_env())
+        .map(|env| env.to_string_lossy().into_owned())
+        .collect();
+    assert!(variables.len() >= 15, "{variables:?}");
+    for variable in variables {
+        assert!(doc.contains(&format!("| `{variable}` |")), "docs/configuration.md lacks {variable}");
+    }
 }

@@ -1,0 +1,126 @@
+//! Building and running the service: bind, serve, drain.
+//!
+//! [`App::build`] binds its own listener (port 0 works) and
+//! [`App::run_until_stopped`] takes the shutdown signal as a future, so
+//! tests start real instances and stop them when they choose.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::routes;
+use crate::state::{AppState, Lifecycle};
+
+/// How long closing the pool may take once the server has stopped.
+const POOL_CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A built, bound, not yet serving instance of the API.
+pub struct App {
+    listener: TcpListener,
+    router: Router,
+    state: AppState,
+    config: Config,
+}
+
+impl App {
+    /// Builds the state and router and binds the listener. Postgres is not
+    /// contacted here: the pool connects lazily, so the instance starts (and
+    /// reports not-ready) even while the database is down.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let db = crate::db::pool(&config.database)?;
+        let metrics = Arc::new(Metrics::new(db.clone()));
+        let state = AppState { db, metrics, lifecycle: Lifecycle::default() };
+        let router = routes::router(state.clone(), &config);
+        let listener =
+            TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+        Ok(Self { listener, router, state, config })
+    }
+
+    /// The bound address (with the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// The Postgres pool, for tests that need to hold connections.
+    pub fn db(&self) -> &PgPool {
+        &self.state.db
+    }
+
+    /// Serves until `shutdown` completes, then drains:
+    /// 1. readiness turns 503 at once, so load balancers stop sending traffic;
+    /// 2. after `SHUTDOWN_DELAY` the listener closes and idle connections go;
+    /// 3. in-flight requests get `SHUTDOWN_GRACE` to finish;
+    /// 4. the pool closes and the call returns, and `main` exits 0.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Self { listener, router, state, config } = self;
+        tracing::info!(address = %listener.local_addr()?, "serving HTTP");
+        let lifecycle = state.lifecycle.clone();
+        let (closed_tx, closed_rx) = oneshot::channel();
+        let drain = async move {
+            shutdown.await;
+            lifecycle.start_draining();
+            tracing::info!(delay = ?config.shutdown_delay, "shutdown requested: readiness is now 503");
+            tokio::time::sleep(config.shutdown_delay).await;
+            tracing::info!(grace = ?config.shutdown_grace, "closing the listener; draining in-flight requests");
+            let _ = closed_tx.send(());
+        };
+        let serving = axum::serve(listener, router).with_graceful_shutdown(drain);
+        let grace_expired = async {
+            // A dropped sender means the server ended without a shutdown.
+            if closed_rx.await.is_ok() {
+                tokio::time::sleep(config.shutdown_grace).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            result = serving => result.context("serving HTTP")?,
+            () = grace_expired => tracing::warn!("shutdown grace expired; abandoning in-flight requests"),
+        }
+        if tokio::time::timeout(POOL_CLOSE_TIMEOUT, state.db.close()).await.is_err() {
+            tracing::warn!("the database pool did not close in time");
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %err, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

@@ -1,0 +1,200 @@
+//! The HTTP middleware stack every route runs behind, and the small
+//! middlewares that are specific to this service.
+//!
+//! The order matters and is written once, here (outermost first):
+//! request id, sensitive-header masking, trace span, request-id echo,
+//! metrics, problem normalisation, security headers, CORS, compression,
+//! timeout, panic catching, body limit. Everything a layer below the
+//! normaliser answers on its own (504, 413, 406, a panic's 500, axum's 404
+//! and 405) therefore leaves as problem+json, and the metrics see the final
+//! status.
+
+pub mod conditional;
+pub mod extract;
+
+use std::any::Any;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderName, HeaderValue, Method, Response, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::IntoResponse;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::compression::CompressionLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::config::{Config, Cors};
+use crate::error::{ErrorCode, PROBLEM_JSON, PoolTimedOut, Problem};
+use crate::metrics::{HttpLabels, Metrics};
+
+/// The request id header, accepted from clients (and NGINX) or generated.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Wraps every route of `router` in the service's middleware stack.
+pub fn apply(router: Router, metrics: Arc<Metrics>, config: &Config) -> Router {
+    let stack = ServiceBuilder::new()
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION, header::COOKIE]))
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(middleware::from_fn_with_state(metrics, record_metrics))
+        .layer(middleware::from_fn(problem_for_bare_errors))
+        .layer(middleware::from_fn(security_headers))
+        .option_layer(cors_layer(&config.cors))
+        .layer(CompressionLayer::new())
+        .layer(TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, config.request_timeout))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(RequestBodyLimitLayer::new(config.body_limit_bytes))
+        .layer(DefaultBodyLimit::max(config.body_limit_bytes));
+    router.layer(stack)
+}
+
+/// The span every request runs in. Its fields are on every log line the
+/// request produces (JSON logs include the current span).
+fn request_span(request: &Request) -> tracing::Span {
+    let route = request.extensions().get::<MatchedPath>().map_or("", MatchedPath::as_str);
+    let request_id = request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
+    tracing::info_span!(
+        "request",
+        http.request.method = %request.method(),
+        http.route = route,
+        request_id,
+    )
+}
+
+fn cors_layer(cors: &Cors) -> Option<CorsLayer> {
+    let origins = match cors {
+        Cors::Disabled => return None,
+        Cors::Any => AllowOrigin::any(),
+        Cors::Origins(list) => {
+            AllowOrigin::list(list.iter().map(|o| HeaderValue::from_str(o).expect("validated in config")))
+        }
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(origins)
+            .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                header::IF_MATCH,
+                header::IF_NONE_MATCH,
+            ])
+            .expose_headers([header::ETAG, header::LOCATION, header::RETRY_AFTER, header::LINK, REQUEST_ID])
+            .max_age(std::time::Duration::from_mins(10)),
+    )
+}
+
+/// A panic becomes a plain 500 problem; the panic message goes to the log
+/// only, since it may name internals.
+#[allow(clippy::needless_pass_by_value, reason = "the signature CatchPanicLayer expects")]
+fn panic_response(err: Box<dyn Any + Send + 'static>) -> Response<Body> {
+    let message = err
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| err.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown panic");
+    tracing::error!(panic = message, "request handler panicked");
+    Problem::new(ErrorCode::Internal).into_response()
+}
+
+/// Counts and times every request by method, route template and status.
+async fn record_metrics(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response<Body> {
+    let started = Instant::now();
+    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
+    let method = method_label(request.method());
+    let active = ActiveRequest::start(&metrics);
+    let response = next.run(request).await;
+    drop(active);
+    if response.extensions().get::<PoolTimedOut>().is_some() {
+        metrics.db_client_connection_timeouts.inc();
+    }
+    let labels = HttpLabels {
+        http_request_method: method.into(),
+        // Unmatched paths share one label so scanners cannot blow up cardinality.
+        http_route: route.unwrap_or_else(|| "unmatched".to_owned()),
+        http_response_status_code: response.status().as_u16(),
+    };
+    metrics.http_server_request_duration.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Decrements the in-flight gauge even when the client goes away mid-request
+/// and the future is dropped.
+struct ActiveRequest<'a>(&'a Metrics);
+
+impl<'a> ActiveRequest<'a> {
+    fn start(metrics: &'a Metrics) -> Self {
+        metrics.http_server_active_requests.inc();
+        Self(metrics)
+    }
+}
+
+impl Drop for ActiveRequest<'_> {
+    fn drop(&mut self) {
+        self.0.http_server_active_requests.dec();
+    }
+}
+
+/// Known methods keep their name; anything else is `_OTHER`, as the semantic
+/// conventions require (bounded cardinality).
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        _ => "_OTHER",
+    }
+}
+
+/// Gives error responses produced outside the handlers (router 404/405,
+/// timeout, body limit, compression's 406) a problem+json body, keeping their
+/// status and headers (such as `Allow`).
+async fn problem_for_bare_errors(request: Request, next: Next) -> Response<Body> {
+    let response = next.run(request).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) || is_problem(&response) {
+        return response;
+    }
+    let (mut parts, _) = response.into_parts();
+    let problem = Problem::new(ErrorCode::for_status(status)).into_response();
+    let (problem_parts, body) = problem.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    for (name, value) in &problem_parts.headers {
+        parts.headers.insert(name, value.clone());
+    }
+    Response::from_parts(parts, body)
+}
+
+fn is_problem(response: &Response<Body>) -> bool {
+    response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes() == PROBLEM_JSON.as_bytes())
+}
+
+/// Headers every response carries, and `no-store` for authenticated ones
+/// unless a handler chose a cache policy itself: a response to a request with
+/// credentials must never land in a shared cache by accident.
+async fn security_headers(request: Request, next: Next) -> Response<Body> {
+    let authenticated = request.headers().contains_key(header::AUTHORIZATION);
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("frame-ancestors 'none'"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    if authenticated && !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    response
+}

@@ -1,0 +1,245 @@
+//! The items domain: what an item is, its rules, and the operations on it.
+//!
+//! Every API version shares this module; versions differ only in how they
+//! represent an item on the wire (`routes/v1/items.rs`, `routes/v2/items.rs`).
+
+pub mod store;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+
+/// An item as stored.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Item {
+    /// UUIDv7: sortable by creation time.
+    pub id: Uuid,
+    /// Display name, 1 to 200 characters.
+    pub name: String,
+    /// Optional longer text, up to 2000 characters.
+    pub description: Option<String>,
+    /// Price in the currency's minor unit (cents).
+    pub price_amount_minor: i64,
+    /// ISO 4217 code such as `EUR`.
+    pub currency: String,
+    /// Bumped by every update; the ETag.
+    pub version: i64,
+    /// When the item was created.
+    pub created_at: DateTime<Utc>,
+    /// When the item last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// An item as a client sent it, not yet checked.
+#[derive(Debug, Clone)]
+pub struct ItemDraft {
+    /// See [`Item::name`].
+    pub name: String,
+    /// See [`Item::description`].
+    pub description: Option<String>,
+    /// See [`Item::price_amount_minor`].
+    pub price_amount_minor: i64,
+    /// See [`Item::currency`].
+    pub currency: String,
+}
+
+/// An item that passed validation.
+#[derive(Debug, Clone)]
+pub struct ValidItem {
+    pub(crate) name: String,
+    pub(crate) description: Option<String>,
+    pub(crate) price_amount_minor: i64,
+    pub(crate) currency: String,
+}
+
+/// The fields of an item, so each version can name them its own way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    /// [`Item::name`].
+    Name,
+    /// [`Item::description`].
+    Description,
+    /// [`Item::price_amount_minor`].
+    PriceAmountMinor,
+    /// [`Item::currency`].
+    Currency,
+}
+
+/// One broken rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// Which field.
+    pub field: Field,
+    /// Stable code of the rule.
+    pub code: &'static str,
+    /// Human-readable explanation.
+    pub detail: String,
+}
+
+/// Longest name, in characters.
+pub const NAME_MAX: usize = 200;
+/// Longest description, in characters.
+pub const DESCRIPTION_MAX: usize = 2000;
+
+impl ItemDraft {
+    /// Checks every rule and reports every violation, not just the first.
+    pub fn validate(self) -> Result<ValidItem, Vec<Violation>> {
+        let mut violations = Vec::new();
+        let mut fail = |field, code, detail: String| violations.push(Violation { field, code, detail });
+
+        let name = self.name.trim().to_owned();
+        if name.is_empty() {
+            fail(Field::Name, "required", "name must not be blank".into());
+        } else if name.chars().count() > NAME_MAX {
+            fail(Field::Name, "too_long", format!("name must be at most {NAME_MAX} characters"));
+        }
+        let description = self.description.map(|d| d.trim().to_owned()).filter(|d| !d.is_empty());
+        if description.as_ref().is_some_and(|d| d.chars().count() > DESCRIPTION_MAX) {
+            fail(
+                Field::Description,
+                "too_long",
+                format!("description must be at most {DESCRIPTION_MAX} characters"),
+            );
+        }
+        if self.price_amount_minor < 0 {
+            fail(Field::PriceAmountMinor, "negative", "price must not be negative".into());
+        }
+        if !(self.currency.len() == 3 && self.currency.bytes().all(|b| b.is_ascii_uppercase())) {
+            fail(Field::Currency, "invalid_currency", "currency must be an ISO 4217 code such as EUR".into());
+        }
+
+        if violations.is_empty() {
+            Ok(ValidItem {
+                name,
+                description,
+                price_amount_minor: self.price_amount_minor,
+                currency: self.currency,
+            })
+        } else {
+            Err(violations)
+        }
+    }
+}
+
+/// What a conditional write requires of the current version (`If-Match`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Precondition {
+    /// No condition (`If-Match: *` or, where allowed, no header).
+    Any,
+    /// The current version must be one of these.
+    Versions(Vec<i64>),
+}
+
+impl Precondition {
+    fn versions(&self) -> Option<&[i64]> {
+        match self {
+            Self::Any => None,
+            Self::Versions(v) => Some(v),
+        }
+    }
+}
+
+/// A page of items and where the next one starts.
+#[derive(Debug)]
+pub struct Page {
+    /// The items of this page, in creation order.
+    pub items: Vec<Item>,
+    /// The id to continue after, if there are more.
+    pub next_after: Option<Uuid>,
+}
+
+/// Creates an item.
+#[tracing::instrument(skip_all)]
+pub async fn create(db: &PgPool, item: ValidItem) -> Result<Item, ApiError> {
+    Ok(store::insert(db, Uuid::now_v7(), &item).await?)
+}
+
+/// Reads an item.
+#[tracing::instrument(skip(db))]
+pub async fn get(db: &PgPool, id: Uuid) -> Result<Item, ApiError> {
+    store::find(db, id).await?.ok_or(ApiError::NotFound("item"))
+}
+
+/// Reads a page of up to `limit` items after `after`.
+#[tracing::instrument(skip(db))]
+pub async fn list(db: &PgPool, after: Option<Uuid>, limit: u32) -> Result<Page, ApiError> {
+    // One extra row tells whether another page exists without a COUNT.
+    let mut items = store::list_after(db, after, i64::from(limit) + 1).await?;
+    let next_after = if items.len() > limit as usize {
+        items.truncate(limit as usize);
+        items.last().map(|item| item.id)
+    } else {
+        None
+    };
+    Ok(Page { items, next_after })
+}
+
+/// Replaces an item if the precondition holds.
+#[tracing::instrument(skip(db, item))]
+pub async fn update(
+    db: &PgPool,
+    id: Uuid,
+    precondition: &Precondition,
+    item: ValidItem,
+) -> Result<Item, ApiError> {
+    match store::update(db, id, precondition.versions(), &item).await? {
+        Some(updated) => Ok(updated),
+        None => Err(missed(db, id).await),
+    }
+}
+
+/// Deletes an item if the precondition holds.
+#[tracing::instrument(skip(db))]
+pub async fn delete(db: &PgPool, id: Uuid, precondition: &Precondition) -> Result<(), ApiError> {
+    if store::delete(db, id, precondition.versions()).await? { Ok(()) } else { Err(missed(db, id).await) }
+}
+
+/// A conditional write matched no row: either the item is gone (404) or its
+/// version moved on (412).
+async fn missed(db: &PgPool, id: Uuid) -> ApiError {
+    match store::exists(db, id).await {
+        Ok(true) => ApiError::code(crate::error::ErrorCode::PreconditionFailed),
+        Ok(false) => ApiError::NotFound("item"),
+        Err(err) => err.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn draft() -> ItemDraft {
+        ItemDraft { name: "Lamp".into(), description: None, price_amount_minor: 1999, currency: "EUR".into() }
+    }
+
+    #[test]
+    fn a_valid_draft_is_trimmed() {
+        let valid = ItemDraft { name: "  Lamp ".into(), description: Some("  ".into()), ..draft() }
+            .validate()
+            .expect("valid");
+        assert_eq!(valid.name, "Lamp");
+        assert_eq!(valid.description, None);
+    }
+
+    #[test]
+    fn every_violation_is_reported() {
+        let violations = ItemDraft {
+            name: " ".into(),
+            description: Some("x".repeat(DESCRIPTION_MAX + 1)),
+            price_amount_minor: -1,
+            currency: "eur".into(),
+        }
+        .validate()
+        .expect_err("invalid");
+        let fields: Vec<Field> = violations.iter().map(|v| v.field).collect();
+        assert_eq!(fields, [Field::Name, Field::Description, Field::PriceAmountMinor, Field::Currency]);
+    }
+
+    #[test]
+    fn names_are_measured_in_characters_not_bytes() {
+        let name = "é".repeat(NAME_MAX);
+        assert!(ItemDraft { name, ..draft() }.validate().is_ok());
+    }
+}

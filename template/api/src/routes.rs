@@ -1,0 +1,85 @@
+//! Every route of the service, and the OpenAPI document built from them.
+//!
+//! Routes are registered through `utoipa-axum`, so a route cannot exist
+//! without its OpenAPI description: the document is a by-product of the
+//! router, not a second list to keep in sync.
+
+pub mod health;
+pub mod items;
+pub mod v1;
+pub mod v2;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::http::header;
+use axum::middleware;
+use axum::routing::get;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::config::Config;
+use crate::error::{ApiError, ErrorCode};
+use crate::state::AppState;
+use crate::versioning::{Deprecations, announce_deprecation};
+
+/// The document's fixed parts; paths and schemas come from the routes.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        description = "Versioned HTTP API. Errors are RFC 9457 problem+json with a stable `code`."
+    ),
+    tags(
+        (name = "items", description = "The items resource"),
+        (name = "operations", description = "Health, readiness and metrics"),
+    )
+)]
+struct ApiDoc;
+
+/// Every API route, versions nested under their prefix, each version with
+/// its deprecation headers when configured.
+fn api_routes(deprecations: &Deprecations) -> OpenApiRouter<AppState> {
+    let version = |name: &str, routes: OpenApiRouter<AppState>| match deprecations.headers_for(name) {
+        Some(headers) => routes.layer(middleware::from_fn_with_state(headers, announce_deprecation)),
+        None => routes,
+    };
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(health::router())
+        .nest("/v1", version("v1", v1::router()))
+        .nest("/v2", version("v2", v2::router()))
+}
+
+/// The OpenAPI document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    titled(api_routes(&Deprecations::default()).into_openapi())
+}
+
+fn titled(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    doc.info.title = format!("{} API", env!("PROJECT_NAME"));
+    doc
+}
+
+/// The complete router: API routes, `/openapi.json`, the interactive docs
+/// and the middleware stack.
+pub fn router(state: AppState, config: &Config) -> Router {
+    let metrics = state.metrics.clone();
+    let (routes, openapi) = api_routes(&config.deprecations).split_for_parts();
+    // Serialised once: the document cannot change while the process runs.
+    let document = Bytes::from(serde_json::to_vec(&titled(openapi)).expect("the document serialises"));
+    let routes = routes.route(
+        "/openapi.json",
+        get(move || async move { ([(header::CONTENT_TYPE, "application/json")], document) }),
+    );
+{% if docs %}    let routes = routes.merge(docs());
+{% endif %}    crate::http::apply(routes.fallback(route_not_found).with_state(state), metrics, config)
+}
+
+{% if docs %}/// Swagger UI at `/docs/`, reading `/openapi.json`. Its assets are compiled
+/// into the binary (the crate's `vendored` feature): no CDN, no download at
+/// build time, so the page works offline and behind strict egress rules.
+fn docs() -> utoipa_swagger_ui::SwaggerUi {
+    utoipa_swagger_ui::SwaggerUi::new("/docs").config(utoipa_swagger_ui::Config::new(["/openapi.json"]))
+}
+{% endif %}
+async fn route_not_found() -> ApiError {
+    ApiError::code(ErrorCode::RouteNotFound)
+}

@@ -1,0 +1,231 @@
+//! `/v1/items`: the version-1 representation of items, with a flat
+//! `price_cents` and `currency`.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use crate::error::{ApiError, Problem};
+use crate::http::conditional;
+use crate::http::extract::{Json, Path, Query};
+use crate::items::{self, Field, Item, ItemDraft};
+use crate::routes::items::{self as shape, ListParams};
+use crate::state::AppState;
+
+const PREFIX: &str = "/v1";
+
+/// The routes of this resource.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(create_item, list_items)).routes(routes!(
+        get_item,
+        update_item,
+        delete_item
+    ))
+}
+
+/// An item, version 1.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(as = v1::Item)]
+pub struct ItemV1 {
+    /// Identifier (UUIDv7).
+    pub id: Uuid,
+    /// Display name.
+    #[schema(example = "Desk lamp")]
+    pub name: String,
+    /// Longer text.
+    pub description: Option<String>,
+    /// Price in the currency's minor unit.
+    #[schema(example = 1999)]
+    pub price_cents: i64,
+    /// ISO 4217 currency code.
+    #[schema(example = "EUR")]
+    pub currency: String,
+    /// Version, bumped by every update; also the ETag.
+    pub version: i64,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<&Item> for ItemV1 {
+    fn from(item: &Item) -> Self {
+        Self {
+            id: item.id,
+            name: item.name.clone(),
+            description: item.description.clone(),
+            price_cents: item.price_amount_minor,
+            currency: item.currency.clone(),
+            version: item.version,
+            created_at: item.created_at,
+            updated_at: item.updated_at,
+        }
+    }
+}
+
+/// What a client sends to create or replace an item, version 1.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(as = v1::ItemInput)]
+#[serde(deny_unknown_fields)]
+pub struct ItemInputV1 {
+    /// Display name, 1 to 200 characters.
+    #[schema(example = "Desk lamp")]
+    pub name: String,
+    /// Up to 2000 characters.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Price in the currency's minor unit, not negative.
+    #[schema(example = 1999)]
+    pub price_cents: i64,
+    /// ISO 4217 currency code.
+    #[schema(example = "EUR")]
+    pub currency: String,
+}
+
+impl ItemInputV1 {
+    fn validate(self) -> Result<items::ValidItem, ApiError> {
+        ItemDraft {
+            name: self.name,
+            description: self.description,
+            price_amount_minor: self.price_cents,
+            currency: self.currency,
+        }
+        .validate()
+        .map_err(|v| shape::invalid(v, pointer))
+    }
+}
+
+/// Where each field lives in this version's JSON.
+fn pointer(field: Field) -> &'static str {
+    match field {
+        Field::Name => "/name",
+        Field::Description => "/description",
+        Field::PriceAmountMinor => "/price_cents",
+        Field::Currency => "/currency",
+    }
+}
+
+/// A page of items, version 1.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(as = v1::ItemPage)]
+pub struct ItemPageV1 {
+    /// The items, oldest first.
+    pub items: Vec<ItemV1>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Create an item.
+#[utoipa::path(
+    post, path = "/items", tag = "items", operation_id = "v1_create_item",
+    request_body = ItemInputV1,
+    responses(
+        (status = CREATED, body = ItemV1, headers(("Location" = String), ("ETag" = String))),
+        (status = BAD_REQUEST, body = Problem, content_type = "application/problem+json"),
+        (status = UNSUPPORTED_MEDIA_TYPE, body = Problem, content_type = "application/problem+json"),
+        (status = UNPROCESSABLE_ENTITY, body = Problem, content_type = "application/problem+json"),
+        (status = SERVICE_UNAVAILABLE, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn create_item(
+    State(db): State<PgPool>,
+    Json(input): Json<ItemInputV1>,
+) -> Result<Response, ApiError> {
+    let item = items::create(&db, input.validate()?).await?;
+    Ok(shape::created(PREFIX, &item, ItemV1::from(&item)))
+}
+
+/// List items, oldest first, a page at a time.
+#[utoipa::path(
+    get, path = "/items", tag = "items", operation_id = "v1_list_items",
+    params(ListParams),
+    responses(
+        (status = OK, body = ItemPageV1, headers(("Link" = String, description = "rel=\"next\" when there is another page"))),
+        (status = BAD_REQUEST, body = Problem, content_type = "application/problem+json"),
+        (status = SERVICE_UNAVAILABLE, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list_items(
+    State(db): State<PgPool>,
+    Query(params): Query<ListParams>,
+) -> Result<Response, ApiError> {
+    let (after, limit) = params.parse()?;
+    let page = items::list(&db, after, limit).await?;
+    Ok(shape::page(PREFIX, limit, &page, |next_cursor| ItemPageV1 {
+        items: page.items.iter().map(ItemV1::from).collect(),
+        next_cursor,
+    }))
+}
+
+/// Get an item. Send `If-None-Match` with its ETag to get 304 when unchanged.
+#[utoipa::path(
+    get, path = "/items/{id}", tag = "items", operation_id = "v1_get_item",
+    params(("id" = Uuid, Path, description = "Item id")),
+    responses(
+        (status = OK, body = ItemV1, headers(("ETag" = String))),
+        (status = NOT_MODIFIED, description = "The client's copy is current", headers(("ETag" = String))),
+        (status = NOT_FOUND, body = Problem, content_type = "application/problem+json"),
+        (status = SERVICE_UNAVAILABLE, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get_item(
+    State(db): State<PgPool>,
+    Path(id): Path<Uuid>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let item = items::get(&db, id).await?;
+    Ok(shape::read(&headers, &item, |i| ItemV1::from(i)))
+}
+
+/// Replace an item. `If-Match` with the current ETag is required.
+#[utoipa::path(
+    put, path = "/items/{id}", tag = "items", operation_id = "v1_update_item",
+    params(
+        ("id" = Uuid, Path, description = "Item id"),
+        ("If-Match" = String, Header, description = "The ETag the change is based on, or *"),
+    ),
+    request_body = ItemInputV1,
+    responses(
+        (status = OK, body = ItemV1, headers(("ETag" = String))),
+        (status = NOT_FOUND, body = Problem, content_type = "application/problem+json"),
+        (status = PRECONDITION_FAILED, body = Problem, content_type = "application/problem+json"),
+        (status = UNPROCESSABLE_ENTITY, body = Problem, content_type = "application/problem+json"),
+        (status = PRECONDITION_REQUIRED, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn update_item(
+    State(db): State<PgPool>,
+    Path(id): Path<Uuid>,
+    headers: HeaderMap,
+    Json(input): Json<ItemInputV1>,
+) -> Result<Response, ApiError> {
+    let precondition = conditional::require_if_match(&headers)?;
+    let item = items::update(&db, id, &precondition, input.validate()?).await?;
+    Ok(shape::current(&item, ItemV1::from(&item)))
+}
+
+/// Delete an item. `If-Match` is honoured when sent.
+#[utoipa::path(
+    delete, path = "/items/{id}", tag = "items", operation_id = "v1_delete_item",
+    params(("id" = Uuid, Path, description = "Item id")),
+    responses(
+        (status = NO_CONTENT, description = "Deleted"),
+        (status = NOT_FOUND, body = Problem, content_type = "application/problem+json"),
+        (status = PRECONDITION_FAILED, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn delete_item(
+    State(db): State<PgPool>,
+    Path(id): Path<Uuid>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    items::delete(&db, id, &conditional::if_match(&headers)?).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

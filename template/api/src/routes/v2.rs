@@ -1,0 +1,12 @@
+//! Version 2 of the API.
+
+pub mod items;
+
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::state::AppState;
+
+/// Every resource of version 2.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().merge(items::router())
+}

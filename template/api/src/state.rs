@@ -1,0 +1,40 @@
+//! The state every handler can reach. Cheap to clone: everything inside is
+//! reference-counted. Handlers ask for the smallest piece they need through
+//! `FromRef` (`State<PgPool>`, `State<Lifecycle>`), not for the whole.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::extract::FromRef;
+use sqlx::PgPool;
+
+use crate::metrics::Metrics;
+
+/// Shared state of one app instance.
+#[derive(Clone, FromRef)]
+pub struct AppState {
+    /// The one Postgres pool of this replica.
+    pub db: PgPool,
+    /// The metrics registry.
+    pub metrics: Arc<Metrics>,
+    /// Whether the instance is draining.
+    pub lifecycle: Lifecycle,
+}
+
+/// Tracks shutdown, so readiness can turn 503 before the listener closes.
+#[derive(Clone, Debug, Default)]
+pub struct Lifecycle {
+    draining: Arc<AtomicBool>,
+}
+
+impl Lifecycle {
+    /// Marks the instance as draining: readiness answers 503 from now on.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    /// Whether draining has started.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+}

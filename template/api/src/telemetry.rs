@@ -1,0 +1,23 @@
+//! Logging setup: one `tracing` subscriber for the process.
+//!
+//! Logs are JSON lines by default (one object per event, with the fields of
+//! the enclosing request span), and the level comes from `RUST_LOG`
+//! (default `info`). Per-request events are logged at `debug`: at `info` a
+//! busy replica logs only what an operator needs, and the hot path stays fast.
+
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::format::FmtSpan;
+
+use crate::config::LogFormat;
+
+/// Installs the global subscriber. Call once, from `main`.
+pub fn init(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_span_events(FmtSpan::NONE);
+    match format {
+        LogFormat::Json => {
+            builder.json().flatten_event(true).with_current_span(true).with_span_list(false).init();
+        }
+        LogFormat::Pretty => builder.init(),
+    }
+}

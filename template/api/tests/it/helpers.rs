@@ -1,0 +1,280 @@
+//! `spawn_app` and the typed client the tests drive the API with.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use api::{App, Settings};
+use reqwest::header::{CONTENT_TYPE, HeaderMap};
+use reqwest::{Method, Response, StatusCode};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use testkit::{FaultProxy, TestDatabase};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A running app instance with its own database.
+pub struct TestApp {
+    /// Where the app listens.
+    pub addr: SocketAddr,
+    /// A direct pool to the app's database, for arranging and inspecting state.
+    pub direct: PgPool,
+    /// The app's own pool (to exhaust it on purpose).
+    pub app_pool: PgPool,
+    /// The proxy between the app and Postgres, when spawned behind one.
+    pub proxy: Option<FaultProxy>,
+    client: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<anyhow::Result<()>>>,
+    // Dropped last: the database outlives every connection to it.
+    _database: TestDatabase,
+}
+
+/// Spawns the app with default settings.
+pub async fn spawn_app() -> TestApp {
+    spawn_with(|_| {}).await
+}
+
+/// Spawns the app after `tweak` adjusts its settings.
+pub async fn spawn_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn(false, tweak).await
+}
+
+/// Spawns the app with a [`FaultProxy`] between it and Postgres.
+pub async fn spawn_behind_proxy(tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn(true, tweak).await
+}
+
+async fn spawn(proxied: bool, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    let database = TestDatabase::create(&api::db::MIGRATOR).await.expect("a test database");
+    let options = database.options();
+    let proxy = if proxied {
+        let upstream = tokio::net::lookup_host((options.get_host(), options.get_port()))
+            .await
+            .expect("resolving Postgres")
+            .next()
+            .expect("an address for Postgres");
+        Some(FaultProxy::start(upstream).await.expect("starting the proxy"))
+    } else {
+        None
+    };
+    let mut settings = Settings::defaults();
+    settings.host = "127.0.0.1".into();
+    settings.port = "0".into();
+    settings.database_url = match &proxy {
+        Some(proxy) => database.url_via("127.0.0.1", proxy.addr().port()),
+        None => database.url(),
+    };
+    settings.db_min_connections = "0".into();
+    settings.shutdown_grace = "5s".into();
+    tweak(&mut settings);
+    let config = settings.validate().expect("valid test settings");
+    let app = App::build(config).await.expect("building the app");
+    let addr = app.local_addr();
+    let app_pool = app.db().clone();
+    let (tx, rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async {
+        let _ = rx.await;
+    }));
+    let direct = PgPool::connect_with(database.options()).await.expect("a direct pool");
+    TestApp {
+        addr,
+        direct,
+        app_pool,
+        proxy,
+        client: reqwest::Client::builder().no_proxy().build().expect("a client"),
+        shutdown: Some(tx),
+        server: Some(server),
+        _database: database,
+    }
+}
+
+impl TestApp {
+    /// The absolute URL of `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Sends any request; the typed methods below build on this.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Response {
+        let mut request = self.client.request(method, self.url(path));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        request.send().await.expect("the request reaches the app")
+    }
+
+    /// The underlying HTTP client, for requests the typed methods cannot make.
+    pub fn client_raw(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// The items resource of one version (`"v1"` or `"v2"`).
+    pub fn items(&self, version: &'static str) -> Items<'_> {
+        Items { app: self, version }
+    }
+
+    /// `GET /healthz`.
+    pub async fn healthz(&self) -> Response {
+        self.send(Method::GET, "/healthz", &[], None).await
+    }
+
+    /// `GET /readyz`.
+    pub async fn readyz(&self) -> Response {
+        self.send(Method::GET, "/readyz", &[], None).await
+    }
+
+    /// `GET /metrics`, as text.
+    pub async fn metrics(&self) -> String {
+        let response = self.send(Method::GET, "/metrics", &[], None).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.text().await.expect("metrics text")
+    }
+
+    /// `GET /openapi.json`.
+    pub async fn openapi(&self) -> Value {
+        let response = self.send(Method::GET, "/openapi.json", &[], None).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.expect("an OpenAPI document")
+    }
+
+    /// Triggers shutdown and waits for the server task to end.
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let server = self.server.take().expect("stopped once");
+        tokio::time::timeout(Duration::from_secs(15), server).await.expect("the app stops in time")?
+    }
+
+    /// Triggers shutdown without waiting.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Waits (bounded) until `check` holds, polling.
+    pub async fn wait_until<F, Fut>(&self, what: &str, mut check: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        while !check().await {
+            assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// The typed client for `/{version}/items`.
+pub struct Items<'a> {
+    app: &'a TestApp,
+    version: &'static str,
+}
+
+impl Items<'_> {
+    fn path(&self, suffix: &str) -> String {
+        format!("/{}/items{suffix}", self.version)
+    }
+
+    /// `POST /items`.
+    pub async fn create(&self, body: &Value) -> Response {
+        self.app.send(Method::POST, &self.path(""), &[], Some(body)).await
+    }
+
+    /// `GET /items?…`.
+    pub async fn list(&self, query: &str) -> Response {
+        self.app.send(Method::GET, &self.path(&format!("?{query}")), &[], None).await
+    }
+
+    /// `GET /items/{id}` with optional extra headers.
+    pub async fn get(&self, id: &str, headers: &[(&str, &str)]) -> Response {
+        self.app.send(Method::GET, &self.path(&format!("/{id}")), headers, None).await
+    }
+
+    /// `PUT /items/{id}` with optional `If-Match`.
+    pub async fn update(&self, id: &str, if_match: Option<&str>, body: &Value) -> Response {
+        let headers: Vec<(&str, &str)> = if_match.map(|tag| ("if-match", tag)).into_iter().collect();
+        self.app.send(Method::PUT, &self.path(&format!("/{id}")), &headers, Some(body)).await
+    }
+
+    /// `DELETE /items/{id}` with optional `If-Match`.
+    pub async fn delete(&self, id: &str, if_match: Option<&str>) -> Response {
+        let headers: Vec<(&str, &str)> = if_match.map(|tag| ("if-match", tag)).into_iter().collect();
+        self.app.send(Method::DELETE, &self.path(&format!("/{id}")), &headers, None).await
+    }
+
+    /// Creates a valid item and returns its body.
+    pub async fn create_ok(&self, name: &str) -> Value {
+        let body = match self.version {
+            "v1" => json!({"name": name, "price_cents": 1999, "currency": "EUR"}),
+            _ => json!({"name": name, "price": {"amount_minor": 1999, "currency": "EUR"}}),
+        };
+        let response = self.create(&body).await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        response.json().await.expect("an item")
+    }
+}
+
+/// Asserts a problem+json response with `status` and `code`, and returns its body.
+pub async fn assert_problem(response: Response, status: StatusCode, code: &str) -> Value {
+    assert_eq!(response.status(), status, "status of {}", response.url());
+    assert_eq!(
+        response.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()),
+        Some("application/problem+json"),
+        "content type of a {status} from {}",
+        response.url()
+    );
+    let body: Value = response.json().await.expect("a JSON problem");
+    assert_eq!(body["code"], code, "{body}");
+    assert_eq!(body["status"], status.as_u16(), "{body}");
+    assert_eq!(body["type"], "about:blank");
+    assert!(body["title"].is_string() && body["detail"].is_string(), "{body}");
+    body
+}
+
+/// A header as text.
+pub fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Reads one sample from Prometheus text: the first line starting with `series`.
+pub fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| line.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
+}
+
+/// Holds a row lock on an item so that writes to it block, until dropped
+/// (the transaction rolls back).
+pub async fn lock_item(app: &TestApp, id: &str) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut tx = app.direct.begin().await.expect("a transaction");
+    sqlx::query("SELECT 1 FROM items WHERE id = $1::uuid FOR UPDATE")
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .expect("locking the item");
+    tx
+}
+
+/// Waits until some backend of the app's database is blocked on a lock.
+pub async fn wait_for_lock_waiter(app: &TestApp) {
+    app.wait_until("a request waits on the row lock", || async {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&app.direct)
+        .await
+        .expect("pg_stat_activity");
+        waiting > 0
+    })
+    .await;
+}

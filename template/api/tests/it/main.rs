@@ -1,0 +1,9 @@
+//! The api's integration tests: one binary, real Postgres, each test with
+//! its own database and its own app instance on a free port.
+
+mod errors;
+mod helpers;
+mod items;
+mod middleware;
+mod operations;
+mod resilience;

@@ -1,0 +1,15 @@
+//! The workspace's test harness: real services, a database per test, and a
+//! TCP proxy that injects faults.
+//!
+//! Tests never mock Postgres, Redis or RabbitMQ. [`services`] finds real ones
+//! (from the environment, or started with testcontainers where Docker runs),
+//! [`TestDatabase`] gives each test its own migrated database, and
+//! [`FaultProxy`] stands between the code under test and a service so a test
+//! can make that service vanish without touching the shared instance.
+
+mod database;
+mod proxy;
+pub mod services;
+
+pub use database::TestDatabase;
+pub use proxy::{FaultProxy, Mode};

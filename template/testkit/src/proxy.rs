@@ -1,0 +1,117 @@
+//! A TCP proxy that can make the service behind it fail on command.
+//!
+//! Tests point the code under test at the proxy, not at the service, and
+//! switch [`Mode`] to simulate an outage: the shared service keeps running
+//! for every other test.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// How the proxy treats connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Forward bytes both ways.
+    Pass,
+    /// Reset every open connection and every new one, as a crashed or
+    /// restarting server does.
+    Refuse,
+    /// Accept and hold connections but forward nothing, with no FIN or RST:
+    /// a network partition, only detectable by timeouts and heartbeats.
+    Blackhole,
+}
+
+/// A running proxy. Dropping it stops it and closes its connections.
+#[derive(Debug)]
+pub struct FaultProxy {
+    addr: SocketAddr,
+    mode: Arc<watch::Sender<Mode>>,
+    task: JoinHandle<()>,
+}
+
+impl FaultProxy {
+    /// Starts a proxy on a free loopback port, forwarding to `upstream`.
+    pub async fn start(upstream: SocketAddr) -> std::io::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let mode = Arc::new(watch::Sender::new(Mode::Pass));
+        let task = tokio::spawn(accept_loop(listener, upstream, mode.clone()));
+        Ok(Self { addr, mode, task })
+    }
+
+    /// The address clients should connect to.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Switches the mode; open connections follow at once.
+    pub fn set_mode(&self, mode: Mode) {
+        self.mode.send_replace(mode);
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+        // Closing the channel tells every connection task to end.
+        self.mode.send_replace(Mode::Refuse);
+    }
+}
+
+async fn accept_loop(listener: TcpListener, upstream: SocketAddr, mode: Arc<watch::Sender<Mode>>) {
+    while let Ok((client, _)) = listener.accept().await {
+        tokio::spawn(connection(client, upstream, mode.subscribe()));
+    }
+}
+
+async fn connection(mut client: TcpStream, upstream: SocketAddr, mut mode: watch::Receiver<Mode>) {
+    let current = *mode.borrow_and_update();
+    match current {
+        Mode::Refuse => return reset(&client),
+        Mode::Blackhole => return hold(client, mode).await,
+        Mode::Pass => {}
+    }
+    let Ok(mut server) = TcpStream::connect(upstream).await else { return reset(&client) };
+    let _ = client.set_nodelay(true);
+    let _ = server.set_nodelay(true);
+    tokio::select! {
+        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+        () = wait_until_not_pass(&mut mode) => {
+            if *mode.borrow() == Mode::Blackhole {
+                // Keep both ends open and silent until the partition heals.
+                drop(server);
+                return hold(client, mode).await;
+            }
+            reset(&server);
+            reset(&client);
+        }
+    }
+}
+
+/// Completes when the mode leaves `Pass` (or the proxy is gone).
+async fn wait_until_not_pass(mode: &mut watch::Receiver<Mode>) {
+    let _ = mode.wait_for(|m| *m != Mode::Pass).await;
+}
+
+/// Swallows whatever the client sends and never answers, until the mode
+/// leaves `Blackhole`; then the connection is reset.
+async fn hold(mut client: TcpStream, mut mode: watch::Receiver<Mode>) {
+    let mut sink = [0u8; 4096];
+    loop {
+        tokio::select! {
+            read = client.read(&mut sink) => if matches!(read, Ok(0) | Err(_)) { return },
+            changed = mode.changed() => if changed.is_err() || *mode.borrow() != Mode::Blackhole {
+                return reset(&client);
+            },
+        }
+    }
+}
+
+/// Closes with RST rather than FIN, as a dead peer's kernel would.
+fn reset(stream: &TcpStream) {
+    let _ = stream.set_zero_linger();
+}

@@ -1,0 +1,90 @@
+//! Where the real services for tests come from.
+//!
+//! 1. The environment: `DATABASE_URL` (and, as the platform grows,
+//!    `REDIS_URL`, `AMQP_URL`) point at running services. CI and
+//!    `cargo xtask ci` set them.
+//! 2. Otherwise, when a Docker engine answers, the service is started once
+//!    per test process with testcontainers.
+//! 3. Otherwise the test fails with a message saying what to set.
+
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+use anyhow::{Context, bail};
+
+/// The admin URL of a Postgres server tests may create databases on.
+///
+/// The URL's own database is where `CREATE DATABASE` runs; each test then
+/// gets a fresh database of its own (see [`crate::TestDatabase`]).
+pub fn postgres_url() -> anyhow::Result<String> {
+    static URL: OnceLock<Result<String, String>> = OnceLock::new();
+    URL.get_or_init(|| {
+        if let Ok(url) = std::env::var("DATABASE_URL") {
+            return Ok(url);
+        }
+        if docker_available() {
+            return containers::postgres().map_err(|err| format!("{err:#}"));
+        }
+        Err("no Postgres for the tests: set DATABASE_URL to a server where the test user may \
+             CREATE DATABASE (for example postgres://postgres@127.0.0.1:5432/postgres), \
+             or start a Docker engine so the tests can run Postgres in a container"
+            .to_owned())
+    })
+    .clone()
+    .map_err(anyhow::Error::msg)
+    .context("finding Postgres")
+}
+
+fn docker_available() -> bool {
+    Command::new("docker")
+        .arg("info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+/// Containers for machines with Docker and no configured services.
+mod containers {
+    use std::sync::mpsc;
+
+    use super::{Context, bail};
+    use testcontainers::runners::AsyncRunner;
+    use testcontainers_modules::postgres::Postgres;
+
+    /// Starts Postgres in a container that lives as long as the test
+    /// process, on a thread with its own runtime, because each `#[tokio::test]`
+    /// runtime ends with its test while the container must outlive them all.
+    pub(super) fn postgres() -> anyhow::Result<String> {
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("testcontainers".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(runtime) => runtime,
+                    Err(err) => return drop(tx.send(Err(anyhow::Error::from(err)))),
+                };
+                runtime.block_on(async move {
+                    let started = async {
+                        let container = Postgres::default().with_host_auth().start().await?;
+                        let port = container.get_host_port_ipv4(5432).await?;
+                        anyhow::Ok((container, format!("postgres://postgres@127.0.0.1:{port}/postgres")))
+                    };
+                    match started.await {
+                        Ok((container, url)) => {
+                            let _ = tx.send(Ok(url));
+                            // Keep the container until the process exits.
+                            std::future::pending::<()>().await;
+                            drop(container);
+                        }
+                        Err(err) => drop(tx.send(Err(err))),
+                    }
+                });
+            })
+            .context("spawning the container thread")?;
+        match rx.recv() {
+            Ok(result) => result.context("starting Postgres with testcontainers"),
+            Err(_) => bail!("the container thread ended without starting Postgres"),
+        }
+    }
+}

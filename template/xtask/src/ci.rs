@@ -1,0 +1,76 @@
+//! `cargo xtask ci`: formatting, lints and every test, against the real
+//! services. `.ci/run` starts the services, then runs this.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::bail;
+
+use crate::cmd;
+use crate::tools::{self, Source, Tool};
+
+/// Options of `ci`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Skip formatting and clippy (tests only).
+    #[arg(long)]
+    tests_only: bool,
+}
+
+const POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// Runs every check; stops at the first failure.
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    // Tests create a database each on this server.
+    let database_url = std::env::var("DATABASE_URL").unwrap_or_else(|_| POSTGRES.to_owned());
+    let pg =
+        database_url.split('@').nth(1).and_then(|rest| rest.split('/').next()).unwrap_or("127.0.0.1:5432");
+    if !cmd::reachable(pg) {
+        bail!("Postgres is not reachable at {pg}; start it (see .ci/run) or set DATABASE_URL");
+    }
+    if !args.tests_only {
+        lint_workflows(&cmd::root())?;
+        cmd::run(cmd::cargo().args(["fmt", "--all", "--check"]))?;
+        cmd::run(cmd::cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--locked",
+            "--",
+            "-D",
+            "warnings",
+        ]))?;
+    }
+    // The same selection as clippy, so nothing is rebuilt for other features.
+    let mut tests = cmd::cargo();
+    if tools::found("cargo-nextest") {
+        tests.args(["nextest", "run", "--workspace", "--all-targets", "--locked", "--no-fail-fast"]);
+    } else {
+        tests.args(["test", "--workspace", "--all-targets", "--locked", "--no-fail-fast"]);
+    }
+    // insta must compare against the committed snapshots, never rewrite them.
+    cmd::run(tests.env("DATABASE_URL", &database_url).env("INSTA_UPDATE", "no"))?;
+    Ok(())
+}
+
+const SCHEMA_CHECKER: Tool = Tool { binary: "check-jsonschema", source: Source::Pip("check-jsonschema") };
+
+/// Every GitHub workflow under `dir` passes actionlint and the workflow schema.
+pub fn lint_workflows(dir: &Path) -> anyhow::Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir.join(".github/workflows")) else { return Ok(()) };
+    let workflows: Vec<_> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yml" || e == "yaml"))
+        .collect();
+    if workflows.is_empty() {
+        return Ok(());
+    }
+    tools::ensure(&[SCHEMA_CHECKER])?;
+    cmd::run(tools::actionlint()?.args(&workflows))?;
+    cmd::run(
+        Command::new("check-jsonschema")
+            .args(["--builtin-schema", "vendor.github-workflows"])
+            .args(&workflows),
+    )
+}

@@ -1,0 +1,44 @@
+//! `cargo xtask`: the project's own tooling, in Rust so it runs wherever
+//! cargo does.
+//!
+//! - `up`: bring the platform up locally against the local services.
+//! - `ci`: every check CI runs, in the same order.
+
+mod ci;
+mod cmd;
+mod tools;
+mod up;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "The project's own tooling")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Bring the platform up locally: migrate, then serve the API.
+    Up(up::Args),
+    /// Run every check CI runs: formatting, clippy and all the tests.
+    Ci(ci::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Up(args) => up::run(&args),
+        Command::Ci(args) => ci::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

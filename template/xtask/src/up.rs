@@ -1,0 +1,80 @@
+//! `cargo xtask up`: the platform, running locally against the local services.
+
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, bail};
+
+use crate::cmd;
+
+/// Options of `up`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Port the API listens on.
+    #[arg(long, env = "PORT", default_value_t = 8080)]
+    port: u16,
+    /// Postgres to use; the database is created if missing.
+    #[arg(long, env = "DATABASE_URL", default_value = concat!("postgres://postgres@127.0.0.1:5432/", env!("PROJECT_NAME")))]
+    database_url: String,
+}
+
+/// Builds the api, migrates, serves until Ctrl-C.
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    let pg = postgres_address(&args.database_url);
+    if !cmd::reachable(&pg) {
+        bail!(
+            "Postgres is not reachable at {pg}. Start it (on Debian: \
+             pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start) or set DATABASE_URL"
+        );
+    }
+    if cmd::reachable(&format!("127.0.0.1:{}", args.port)) {
+        bail!("port {} is already in use; stop what uses it or pass --port", args.port);
+    }
+    cmd::run(cmd::cargo().args(["build", "--quiet", "-p", "api", "--bin", "api"]))?;
+    let binary = cmd::root().join("target/debug/api");
+    cmd::run(
+        Command::new(&binary)
+            .arg("migrate")
+            .env("DATABASE_URL", &args.database_url)
+            .env("LOG_FORMAT", "pretty"),
+    )?;
+
+    let mut api = Command::new(&binary)
+        .env("DATABASE_URL", &args.database_url)
+        .env("PORT", args.port.to_string())
+        .env("LOG_FORMAT", "pretty")
+        .stdin(Stdio::null())
+        .spawn()
+        .context("starting the api")?;
+    let base = format!("http://127.0.0.1:{}", args.port);
+    let mut places = vec![format!("API       {base}/v1/items  (and {base}/v2/items)")];
+{% if docs %}    places.push(format!("Docs      {base}/docs/"));
+{% endif %}    places.push(format!("OpenAPI   {base}/openapi.json"));
+    places.push(format!("Metrics   {base}/metrics"));
+    places.push(format!("Health    {base}/healthz, {base}/readyz"));
+    eprintln!("\nThe platform is up:\n  {}\n\nCtrl-C stops it.\n", places.join("\n  "));
+    // Ctrl-C reaches the api too (same process group); it drains and exits 0.
+    let status = api.wait().context("waiting for the api")?;
+    if !status.success() && status.code().is_some() {
+        bail!("the api exited with {status}");
+    }
+    Ok(())
+}
+
+/// `host:port` of a Postgres URL.
+fn postgres_address(url: &str) -> String {
+    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = after_scheme.split(['/', '?']).next().unwrap_or_default();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
+    if host_port.contains(':') { host_port.to_owned() } else { format!("{host_port}:5432") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::postgres_address;
+
+    #[test]
+    fn the_postgres_address_is_read_from_the_url() {
+        assert_eq!(postgres_address("postgres://u:p@db:6543/app?sslmode=require"), "db:6543");
+        assert_eq!(postgres_address("postgres://postgres@127.0.0.1/app"), "127.0.0.1:5432");
+    }
+}

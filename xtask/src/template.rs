@@ -1,0 +1,527 @@
+//! `cargo xtask template`: renders the repository root into `template/`, a
+//! plain cargo-generate template.
+//!
+//! The root stays an ordinary workspace with every option on. Two things in
+//! it are turned into Liquid here, and nothing else:
+//!
+//! - **The name.** `gantry` becomes `{{project-name}}` in the non-Rust files
+//!   that carry it. Rust files never carry it (they read `PROJECT_NAME`,
+//!   set in `.cargo/config.toml`); rendering fails if one does.
+//! - **Marker lines.** `// @template if NAME` … `// @template endif` (with
+//!   `#` or `<!-- -->` as the file's comments need) become `{% if NAME %}` …
+//!   `{% endif %}`, glued to the next line so no blank line is left behind.
+//!   `@template if not NAME` blocks hold the code for the option being off;
+//!   the root has every option on, so their lines stay commented there and
+//!   are uncommented here. `@template if repo` blocks exist only in this
+//!   repository (the renderer's own wiring) and are dropped.
+//!
+//! Only files that end up with Liquid are listed in `[template] include`;
+//! every other file is copied verbatim by cargo-generate.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, bail, ensure};
+
+use crate::cmd;
+
+/// The name of the reference instance, replaced by the user's.
+pub const NAME: &str = "gantry";
+
+/// An optional part of the platform.
+pub struct Opt {
+    /// The placeholder name, used in markers and `-d NAME=true|false`.
+    pub name: &'static str,
+    /// The question cargo-generate asks.
+    pub prompt: &'static str,
+    /// Files and folders dropped when the option is off.
+    pub ignore_when_off: &'static [&'static str],
+}
+
+/// Every option. Each defaults to on: the defaults give the full platform.
+pub const OPTIONS: &[Opt] = &[Opt {
+    name: "docs",
+    prompt: "Serve interactive API docs (Swagger UI, compiled into the binary) at /docs?",
+    ignore_when_off: &[],
+}];
+
+/// Root paths that only this repository needs (prefixes ending in `/` are folders).
+const REPO_ONLY: &[&str] = &[
+    "README.md",
+    "template/",
+    "xtask/src/template.rs",
+    "xtask/src/new.rs",
+    "xtask/src/generated.rs",
+    "xtask/project/",
+    "xtask/snapshots/",
+];
+
+/// Files written for generated projects only, and where they land.
+const MOVED: &[(&str, &str)] = &[
+    ("xtask/project/README.md", "README.md"),
+    ("xtask/project/.github/workflows/ci.yml", ".github/workflows/ci.yml"),
+];
+
+/// The hook that refuses bad names for users of the cargo-generate CLI, with
+/// the same rule as [`validate_name`].
+const NAME_HOOK: &str = r#"// Refuses project names that cannot serve as a Kubernetes namespace, a
+// Postgres database name and a queue prefix alike.
+let name = variable::get("project-name");
+let valid = name.len() >= 2 && name.len() <= 40;
+let previous = "-";
+for c in name {
+    let lower = c >= 'a' && c <= 'z';
+    let digit = c >= '0' && c <= '9';
+    if !(lower || digit || c == '-') { valid = false; }
+    if c == '-' && previous == "-" { valid = false; }
+    previous = c.to_string();
+}
+let first = name.sub_string(0, 1);
+if !(first >= "a" && first <= "z") || previous == "-" { valid = false; }
+if !valid {
+    abort("invalid project name '" + name + "': use 2 to 40 characters, lowercase letters, digits and single hyphens, starting with a letter and not ending with a hyphen");
+}
+"#;
+
+/// Why a name is refused, if it is.
+pub fn validate_name(name: &str) -> Result<(), String> {
+    let ok = (2..=40).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && !name.ends_with('-')
+        && !name.contains("--")
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid project name {name:?}: use 2 to 40 characters, lowercase letters, digits and single \
+             hyphens, starting with a letter and not ending with a hyphen (it names the Kubernetes \
+             namespace, the database and the queues)"
+        ))
+    }
+}
+
+/// The rendered template: every file by its path inside `template/`.
+pub struct Rendered {
+    files: BTreeMap<String, Vec<u8>>,
+}
+
+/// Options of `template`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Fail, with a diff, if `template/` differs from a fresh render.
+    #[arg(long)]
+    check: bool,
+}
+
+/// `cargo xtask template [--check]`.
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    let rendered = render()?;
+    let dir = cmd::root().join("template");
+    if args.check {
+        return check(&rendered, &dir);
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).context("clearing template/")?;
+    }
+    write_tree(&rendered.files, &dir)?;
+    eprintln!("rendered {} files into template/", rendered.files.len());
+    Ok(())
+}
+
+/// Renders the root into memory, including a `Cargo.lock` pruned to what a
+/// generated project uses.
+pub fn render() -> anyhow::Result<Rendered> {
+    let root = cmd::root();
+    let mut files = BTreeMap::new();
+    let mut include = BTreeSet::new();
+    for source in source_files(&root)? {
+        let target = MOVED.iter().find(|(from, _)| *from == source).map_or(source.as_str(), |(_, to)| to);
+        let bytes = std::fs::read(root.join(&source)).with_context(|| format!("reading {source}"))?;
+        let Ok(text) = String::from_utf8(bytes.clone()) else {
+            files.insert(target.to_owned(), bytes);
+            continue;
+        };
+        let file = render_text(&source, &text)?;
+        if file.templated {
+            include.insert(target.to_owned());
+        }
+        files.insert(target.to_owned(), file.text.into_bytes());
+    }
+    files.insert("hooks/validate-name.rhai".to_owned(), NAME_HOOK.as_bytes().to_vec());
+    files.insert("cargo-generate.toml".to_owned(), manifest(&include).into_bytes());
+    let lock = pruned_lock(&files)?;
+    files.insert("Cargo.lock".to_owned(), lock);
+    Ok(Rendered { files })
+}
+
+/// The files of the root: tracked, plus new ones git does not ignore.
+fn source_files(root: &Path) -> anyhow::Result<Vec<String>> {
+    let output = Command::new("git")
+        .args(["ls-files", "--cached", "--others", "--exclude-standard", "-z"])
+        .current_dir(root)
+        .output()
+        .context("listing the repository's files with git")?;
+    ensure!(output.status.success(), "git ls-files failed: {}", String::from_utf8_lossy(&output.stderr));
+    let mut files: Vec<String> = output
+        .stdout
+        .split(|b| *b == 0)
+        .filter(|p| !p.is_empty())
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .filter(|p| root.join(p).is_file())
+        .filter(|p| {
+            MOVED.iter().any(|(from, _)| from == p)
+                || !REPO_ONLY.iter().any(|r| if r.ends_with('/') { p.starts_with(r) } else { p == r })
+        })
+        .collect();
+    files.sort();
+    files.dedup();
+    Ok(files)
+}
+
+/// One rendered file.
+#[derive(Debug, PartialEq, Eq)]
+struct RenderedFile {
+    text: String,
+    /// Whether it holds Liquid (and so belongs in `[template] include`).
+    templated: bool,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Marker {
+    If { name: String, negated: bool },
+    EndIf,
+}
+
+/// Parses a marker line (`// @template if docs`, `# @template endif`, …).
+fn marker(line: &str) -> anyhow::Result<Option<Marker>> {
+    let trimmed = line.trim();
+    let Some(body) = ["//", "#", "<!--"].iter().find_map(|p| trimmed.strip_prefix(p)) else {
+        return Ok(None);
+    };
+    let body = body.trim().trim_end_matches("-->").trim();
+    let Some(directive) = body.strip_prefix("@template") else { return Ok(None) };
+    let words: Vec<&str> = directive.split_whitespace().collect();
+    match words.as_slice() {
+        ["if", name] => Ok(Some(Marker::If { name: (*name).to_owned(), negated: false })),
+        ["if", "not", name] => Ok(Some(Marker::If { name: (*name).to_owned(), negated: true })),
+        ["endif"] => Ok(Some(Marker::EndIf)),
+        _ => bail!(
+            "unknown template marker {trimmed:?} (expected `@template if [not] NAME` or `@template endif`)"
+        ),
+    }
+}
+
+/// Removes one level of line comment (`// ` or `# `), keeping indentation.
+fn uncomment(line: &str) -> Option<String> {
+    let indent = line.len() - line.trim_start().len();
+    let rest = &line[indent..];
+    let body = ["// ", "//", "# ", "#"].iter().find_map(|p| rest.strip_prefix(p))?;
+    Some(format!("{}{body}", &line[..indent]))
+}
+
+fn has_liquid_syntax(line: &str) -> bool {
+    ["{{", "}}", "{%", "%}"].iter().any(|s| line.contains(s))
+}
+
+/// Renders one text file; `path` is for messages and the Rust rule.
+fn render_text(path: &str, text: &str) -> anyhow::Result<RenderedFile> {
+    struct Line {
+        tags: String,
+        text: String,
+    }
+    let rust = Path::new(path).extension().is_some_and(|e| e == "rs");
+    let mut lines: Vec<Line> = Vec::new();
+    let mut stack: Vec<Marker> = Vec::new();
+    let mut tags = String::new();
+    let mut templated = false;
+    for (index, line) in text.split_inclusive('\n').enumerate() {
+        let at = || format!("{path}:{}", index + 1);
+        let in_repo_block = stack.iter().any(|m| matches!(m, Marker::If { name, .. } if name == "repo"));
+        match marker(line).with_context(at)? {
+            Some(Marker::If { name, negated }) => {
+                if name != "repo" && !in_repo_block {
+                    ensure!(OPTIONS.iter().any(|o| o.name == name), "{}: unknown option {name:?}", at());
+                    let _ = write!(tags, "{{% {} {name} %}}", if negated { "unless" } else { "if" });
+                    templated = true;
+                }
+                stack.push(Marker::If { name, negated });
+            }
+            Some(Marker::EndIf) => match stack.pop() {
+                Some(Marker::If { name, negated }) if name != "repo" && !in_repo_block => {
+                    tags.push_str(if negated { "{% endunless %}" } else { "{% endif %}" });
+                }
+                Some(_) => {}
+                None => bail!("{}: `@template endif` without `@template if`", at()),
+            },
+            None if in_repo_block => {}
+            None => {
+                let negated = matches!(stack.last(), Some(Marker::If { negated: true, .. }));
+                let mut content = if negated {
+                    uncomment(line).with_context(|| {
+                        format!(
+                            "{}: lines in an `@template if not` block must be commented in the root",
+                            at()
+                        )
+                    })?
+                } else {
+                    line.to_owned()
+                };
+                let mentions_name = content.to_ascii_lowercase().contains(NAME);
+                if rust {
+                    ensure!(
+                        !mentions_name,
+                        "{}: Rust files must not contain the project name; use env!(\"PROJECT_NAME\")",
+                        at()
+                    );
+                } else if mentions_name {
+                    ensure!(
+                        !has_liquid_syntax(&content),
+                        "{}: a line with the name may not hold {{{{ or {{%",
+                        at()
+                    );
+                    content = replace_name(&content);
+                    templated = true;
+                }
+                lines.push(Line { tags: std::mem::take(&mut tags), text: content });
+            }
+        }
+    }
+    ensure!(stack.is_empty(), "{path}: an `@template if` is never closed");
+    let mut out = String::with_capacity(text.len());
+    for line in lines {
+        out.push_str(&line.tags);
+        // Text that looks like Liquid (GitHub `${{ }}`, Rust `format!("{{")`)
+        // must come out as written.
+        if templated && has_liquid_syntax(&line.text) && !line.text.contains("{{project-name}}") {
+            let (body, newline) =
+                line.text.strip_suffix('\n').map_or((line.text.as_str(), ""), |b| (b, "\n"));
+            let _ = write!(out, "{{% raw %}}{body}{{% endraw %}}{newline}");
+        } else {
+            out.push_str(&line.text);
+        }
+    }
+    out.push_str(&tags);
+    Ok(RenderedFile { text: out, templated })
+}
+
+/// `gantry`, in any case, becomes `{{project-name}}`.
+fn replace_name(line: &str) -> String {
+    let lower = line.to_ascii_lowercase();
+    let mut out = String::with_capacity(line.len());
+    let mut last = 0;
+    for (at, _) in lower.match_indices(NAME) {
+        out.push_str(&line[last..at]);
+        out.push_str("{{project-name}}");
+        last = at + NAME.len();
+    }
+    out.push_str(&line[last..]);
+    out
+}
+
+/// `template/cargo-generate.toml`.
+fn manifest(include: &BTreeSet<String>) -> String {
+    let mut out = String::from(
+        "# Written by `cargo xtask template` from the repository root. Do not edit:\n\
+         # change the root and render again.\n\n\
+         [template]\ncargo_generate_version = \">=0.26.0\"\n\
+         # Only these files hold Liquid; the rest are copied as they are.\ninclude = [\n",
+    );
+    for path in include {
+        let _ = writeln!(out, "    {path:?},");
+    }
+    out.push_str("]\nignore = [\"hooks\"]\n\n[hooks]\npre = [\"hooks/validate-name.rhai\"]\n");
+    for option in OPTIONS {
+        let _ = write!(
+            out,
+            "\n[placeholders.{}]\ntype = \"bool\"\nprompt = {:?}\ndefault = true\n",
+            option.name, option.prompt
+        );
+        if !option.ignore_when_off.is_empty() {
+            let _ =
+                write!(out, "\n[conditional.'!{}']\nignore = {:?}\n", option.name, option.ignore_when_off);
+        }
+    }
+    out
+}
+
+/// The root's `Cargo.lock` less what only this repository uses (the
+/// renderer's own dependencies), so generated projects build `--locked`.
+fn pruned_lock(files: &BTreeMap<String, Vec<u8>>) -> anyhow::Result<Vec<u8>> {
+    let scratch = tempfile::tempdir()?;
+    let template = scratch.path().join("template");
+    let mut with_lock = files.clone();
+    with_lock.insert("Cargo.lock".to_owned(), std::fs::read(cmd::root().join("Cargo.lock"))?);
+    write_tree(&with_lock, &template)?;
+    let project = scratch.path().join("probe");
+    crate::new::generate(&template, &project, "lock-probe", &[])?;
+    let output = cmd::cargo()
+        .args(["metadata", "--format-version", "1", "--offline"])
+        .current_dir(&project)
+        .output()
+        .context("running cargo metadata on the probe project")?;
+    // Resolving rewrites the lock without the entries nothing uses.
+    ensure!(output.status.success(), "cargo metadata failed: {}", String::from_utf8_lossy(&output.stderr));
+    Ok(std::fs::read(project.join("Cargo.lock"))?)
+}
+
+/// Writes every file under `dir`.
+pub fn write_tree(files: &BTreeMap<String, Vec<u8>>, dir: &Path) -> anyhow::Result<()> {
+    for (path, bytes) in files {
+        let target = dir.join(path);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&target, bytes).with_context(|| format!("writing {}", target.display()))?;
+        #[cfg(unix)]
+        copy_mode(&cmd::root().join(source_of(path)), &target)?;
+    }
+    Ok(())
+}
+
+fn source_of(path: &str) -> PathBuf {
+    MOVED
+        .iter()
+        .find(|(_, to)| *to == path)
+        .map_or_else(|| PathBuf::from(path), |(from, _)| PathBuf::from(from))
+}
+
+/// Keeps the executable bit (`.ci/run`).
+#[cfg(unix)]
+fn copy_mode(source: &Path, target: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(source) {
+        let mode = meta.permissions().mode();
+        std::fs::set_permissions(target, std::fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
+}
+
+/// Compares `expected` with the files under `dir`, printing a diff for
+/// each difference. Returns how many files differ.
+pub fn diff_tree(expected: &BTreeMap<String, Vec<u8>>, dir: &Path) -> anyhow::Result<usize> {
+    let mut on_disk = BTreeSet::new();
+    if dir.exists() {
+        for entry in walk(dir)? {
+            on_disk.insert(entry.strip_prefix(dir)?.to_string_lossy().replace('\\', "/"));
+        }
+    }
+    let mut differences = 0;
+    for (path, bytes) in expected {
+        let actual = std::fs::read(dir.join(path)).ok();
+        if actual.as_deref() == Some(bytes.as_slice()) {
+            continue;
+        }
+        differences += 1;
+        let old = actual.map(|a| String::from_utf8_lossy(&a).into_owned()).unwrap_or_default();
+        let new = String::from_utf8_lossy(bytes);
+        let diff = similar::TextDiff::from_lines(old.as_str(), new.as_ref());
+        eprintln!(
+            "{}",
+            diff.unified_diff().context_radius(2).header(&format!("a/{path}"), &format!("b/{path}"))
+        );
+    }
+    for extra in on_disk.iter().filter(|p| !expected.contains_key(*p)) {
+        differences += 1;
+        eprintln!("--- a/{extra}\n+++ /dev/null (no longer rendered)");
+    }
+    Ok(differences)
+}
+
+fn check(rendered: &Rendered, dir: &Path) -> anyhow::Result<()> {
+    let differences = diff_tree(&rendered.files, dir)?;
+    if differences > 0 {
+        bail!(
+            "template/ is stale ({differences} files differ from a fresh render, diff above): \
+             run `cargo xtask template` and commit template/"
+        );
+    }
+    eprintln!("template/ is up to date ({} files)", rendered.files.len());
+    Ok(())
+}
+
+/// Every file below `dir`.
+pub fn walk(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(next) = pending.pop() {
+        for entry in std::fs::read_dir(&next)? {
+            let entry = entry?;
+            let path = entry.path();
+            if entry.file_type()?.is_dir() {
+                pending.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn render(path: &str, text: &str) -> RenderedFile {
+        render_text(path, text).expect("renders")
+    }
+
+    #[test]
+    fn markers_become_liquid_glued_to_the_next_line() {
+        let out = render("a.toml", "a = 1\n# @template if docs\nb = 2\n# @template endif\nc = 3\n");
+        assert_eq!(out.text, "a = 1\n{% if docs %}b = 2\n{% endif %}c = 3\n");
+        assert!(out.templated);
+    }
+
+    #[test]
+    fn negated_blocks_are_uncommented() {
+        let out = render(
+            "a.rs",
+            "fn a() {}\n// @template if not docs\n// fn b() {\n//     x();\n// }\n// @template endif\n",
+        );
+        assert_eq!(out.text, "fn a() {}\n{% unless docs %}fn b() {\n    x();\n}\n{% endunless %}");
+    }
+
+    #[test]
+    fn repo_blocks_vanish_without_a_trace() {
+        let out = render("a.rs", "mod a;\n// @template if repo\nmod template;\n// @template endif\nmod b;\n");
+        assert_eq!(out, RenderedFile { text: "mod a;\nmod b;\n".into(), templated: false });
+    }
+
+    #[test]
+    fn the_name_becomes_a_placeholder_in_any_case() {
+        let out = render("c.yml", "name: gantry\ntitle: Gantry API\n");
+        assert_eq!(out.text, "name: {{project-name}}\ntitle: {{project-name}} API\n");
+    }
+
+    #[test]
+    fn liquid_lookalikes_survive_in_templated_files() {
+        let out = render("ci.yml", "name: gantry\nrun: echo ${{ matrix.os }}\n");
+        assert_eq!(out.text, "name: {{project-name}}\n{% raw %}run: echo ${{ matrix.os }}{% endraw %}\n");
+        let untouched = render("ci.yml", "run: echo ${{ matrix.os }}\n");
+        assert_eq!(untouched.text, "run: echo ${{ matrix.os }}\n");
+        assert!(!untouched.templated);
+    }
+
+    #[test]
+    fn rust_files_may_not_carry_the_name_and_unknown_options_are_refused() {
+        assert!(render_text("a.rs", "const N: &str = \"gantry\";\n").is_err());
+        assert!(render_text("a.toml", "# @template if nonsense\nx = 1\n# @template endif\n").is_err());
+        assert!(render_text("a.toml", "# @template if docs\nx = 1\n").is_err());
+        assert!(render_text("a.toml", "# @template endif\n").is_err());
+        assert!(render_text("a.rs", "// @template if not docs\nlet x = 1;\n// @template endif\n").is_err());
+    }
+
+    #[test]
+    fn names_are_checked_before_anything_is_written() {
+        for good in ["acme-shop", "ab", "shop2"] {
+            assert!(validate_name(good).is_ok(), "{good}");
+        }
+        for bad in ["Acme", "a", "-shop", "shop-", "acme--shop", "acme_shop", "2shop", &"x".repeat(41)] {
+            assert!(validate_name(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -3,7 +3,9 @@
 //!
 //! - `up`: bring the platform up locally against the local services.
 //! - `ci`: every check CI runs, in the same order.
+//! - `bench`: the api against bare axum, as ratios from one run.
 
+mod bench;
 mod ci;
 mod cmd;
 // @template if repo
@@ -31,6 +33,8 @@ enum Command {
     Up(up::Args),
     /// Run every check CI runs: formatting, clippy and all the tests.
     Ci(ci::Args),
+    /// Measure the api against bare axum (wrk, release builds, one run).
+    Bench(bench::Args),
     // @template if repo
     /// Render the root into template/ (or, with --check, fail if it is stale).
     Template(template::Args),
@@ -46,6 +50,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Up(args) => up::run(&args),
         Command::Ci(args) => ci::run(&args),
+        Command::Bench(args) => bench::run(&args),
         // @template if repo
         Command::Template(args) => template::run(&args),
         Command::New(args) => new::run(&args),

@@ -180,13 +180,15 @@ async fn migrate_creates_the_database_and_is_idempotent() {
 }
 
 #[tokio::test]
-async fn sigterm_drains_and_exits_zero() {
+async fn sigterm_drains_and_exits_zero_logging_json_lines() {
     let database = testkit::TestDatabase::create(&api::db::MIGRATOR).await.expect("db");
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
     let mut child = api_binary()
         .env("DATABASE_URL", database.url())
         .env("HOST", "127.0.0.1")
         .env("PORT", port.to_string())
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
         .spawn()
         .expect("spawns");
     let client = reqwest::Client::builder().no_proxy().build().expect("client");
@@ -207,6 +209,17 @@ async fn sigterm_drains_and_exits_zero() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(status.success(), "exit status {status}");
+
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().expect("stdout"), &mut stdout).expect("logs");
+    let events: Vec<Value> =
+        stdout.lines().map(|line| serde_json::from_str(line).expect("every log line is JSON")).collect();
+    let messages: Vec<&str> = events.iter().filter_map(|e| e["message"].as_str()).collect();
+    let position = |needle: &str| messages.iter().position(|m| m.contains(needle));
+    let (serving, draining, stopped) =
+        (position("serving HTTP"), position("readiness is now 503"), position("stopped"));
+    assert!(serving < draining && draining < stopped && serving.is_some(), "{messages:?}");
+    assert!(events.iter().all(|e| e["level"].is_string() && e["timestamp"].is_string()));
 }
 
 #[test]

@@ -1,0 +1,24 @@
+//! The baseline every api benchmark is a ratio against: bare axum on the same
+//! runtime, answering `GET /json` with a body the size of one item, and
+//! nothing else (no middleware, no database).
+
+use axum::Router;
+use axum::routing::get;
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    let port = std::env::var("PORT").unwrap_or_else(|_| "8090".to_owned());
+    let body = serde_json::json!({
+        "id": "01a22019-4136-7579-879a-c6c4d2a989b3",
+        "name": "Desk lamp",
+        "description": null,
+        "price_cents": 1999,
+        "currency": "EUR",
+        "version": 1,
+        "created_at": "2026-11-28T03:00:55.825575Z",
+        "updated_at": "2026-11-28T03:00:55.825575Z"
+    });
+    let app = Router::new().route("/json", get(move || std::future::ready(axum::Json(body.clone()))));
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port.parse::<u16>().unwrap_or(8090))).await?;
+    axum::serve(listener, app).await
+}

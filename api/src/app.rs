@@ -16,9 +16,9 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 use crate::config::Config;
-use crate::metrics::Metrics;
 use crate::routes;
 use crate::state::{AppState, Lifecycle};
+use crate::telemetry::metrics::Metrics;
 
 /// How long closing the pool may take once the server has stopped.
 const POOL_CLOSE_TIMEOUT: Duration = Duration::from_secs(2);

@@ -192,10 +192,6 @@ pub struct Problem {
     /// Invalid fields, for `validation_failed`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
-    /// Extra members, such as readiness checks.
-    #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
-    pub extra: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl Problem {
@@ -209,7 +205,6 @@ impl Problem {
             detail: code.default_detail().to_owned(),
             code: code.as_str(),
             errors: Vec::new(),
-            extra: None,
         }
     }
 

@@ -34,7 +34,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::config::{Config, Cors};
 use crate::error::{ErrorCode, PROBLEM_JSON, PoolTimedOut, Problem};
-use crate::metrics::{HttpLabels, Metrics};
+use crate::telemetry::metrics::{HttpLabels, Metrics};
 
 /// The request id header, accepted from clients (and NGINX) or generated.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

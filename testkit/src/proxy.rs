@@ -57,7 +57,7 @@ impl FaultProxy {
 impl Drop for FaultProxy {
     fn drop(&mut self) {
         self.task.abort();
-        // Closing the channel tells every connection task to end.
+        // Every open connection follows the mode: this resets them all.
         self.mode.send_replace(Mode::Refuse);
     }
 }
@@ -114,4 +114,64 @@ async fn hold(mut client: TcpStream, mut mode: watch::Receiver<Mode>) {
 /// Closes with RST rather than FIN, as a dead peer's kernel would.
 fn reset(stream: &TcpStream) {
     let _ = stream.set_zero_linger();
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::{FaultProxy, Mode};
+
+    /// A server that echoes whatever it reads.
+    async fn echo_server() -> std::net::SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let (mut read, mut write) = socket.split();
+                    let _ = tokio::io::copy(&mut read, &mut write).await;
+                });
+            }
+        });
+        addr
+    }
+
+    /// Sends `ping` and waits up to `wait` for the echo.
+    async fn round_trip(stream: &mut TcpStream, wait: Duration) -> std::io::Result<Option<Vec<u8>>> {
+        stream.write_all(b"ping").await?;
+        let mut buffer = [0u8; 4];
+        match tokio::time::timeout(wait, stream.read_exact(&mut buffer)).await {
+            Ok(Ok(_)) => Ok(Some(buffer.to_vec())),
+            Ok(Err(err)) => Err(err),
+            Err(_) => Ok(None),
+        }
+    }
+
+    #[tokio::test]
+    async fn pass_forwards_refuse_resets_and_blackhole_swallows_silently() {
+        let proxy = FaultProxy::start(echo_server().await).await.expect("proxy");
+        let wait = Duration::from_millis(300);
+
+        let mut open = TcpStream::connect(proxy.addr()).await.expect("connect");
+        assert_eq!(round_trip(&mut open, wait).await.expect("io"), Some(b"ping".to_vec()));
+
+        proxy.set_mode(Mode::Refuse);
+        // The open connection is reset, and so is a new one.
+        assert!(!matches!(round_trip(&mut open, wait).await, Ok(Some(_))));
+        let mut refused = TcpStream::connect(proxy.addr()).await.expect("the listener still accepts");
+        assert!(!matches!(round_trip(&mut refused, wait).await, Ok(Some(_))));
+
+        proxy.set_mode(Mode::Blackhole);
+        let mut partitioned = TcpStream::connect(proxy.addr()).await.expect("connect");
+        // No answer, and no FIN or RST either: the read just times out.
+        assert_eq!(round_trip(&mut partitioned, wait).await.expect("no error while partitioned"), None);
+
+        proxy.set_mode(Mode::Pass);
+        let mut healed = TcpStream::connect(proxy.addr()).await.expect("connect");
+        assert_eq!(round_trip(&mut healed, wait).await.expect("io"), Some(b"ping".to_vec()));
+    }
 }

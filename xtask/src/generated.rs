@@ -93,6 +93,7 @@ fn bad_input_is_refused(template: &Path) -> anyhow::Result<()> {
         ensure!(new::check_inputs(name, &defines).is_err(), "{name} {defines:?} was accepted");
     }
     let scratch = tempfile::tempdir()?;
+    eprintln!("expecting the template's name hook to refuse two names (its ⛔ lines below are the point):");
     // cargo-generate itself normalises names to kebab-case first (so
     // `Acme--Shop` becomes `acme-shop`); these stay invalid after that.
     for name in ["2shop".to_owned(), "a".repeat(41)] {
@@ -128,7 +129,7 @@ fn leftovers_and_name(dir: &Path) -> anyhow::Result<()> {
         }
     };
     expect("Cargo.toml", &format!("name = \"{PROJECT}\""), &mut problems);
-    expect(".cargo/config.toml", &format!("PROJECT_NAME = \"{PROJECT}\""), &mut problems);
+    expect(".cargo/config.toml", &format!("PROJECT_NAME = {{ value = \"{PROJECT}\""), &mut problems);
     expect("README.md", &format!("# {PROJECT}"), &mut problems);
     if !problems.is_empty() {
         bail!("generated project {}:\n  {}", dir.display(), problems.join("\n  "));

@@ -15,8 +15,8 @@ use utoipa_axum::routes;
 use crate::db;
 use crate::error::{ErrorCode, Problem};
 use crate::http::extract::Json;
-use crate::metrics::Metrics;
 use crate::state::{AppState, Lifecycle};
+use crate::telemetry::metrics::Metrics;
 
 /// How long readiness waits for Postgres. Kubernetes probes time out after
 /// 1 s by default; answering "not ready" in time beats timing out.

@@ -7,7 +7,6 @@ pub mod db;
 pub mod error;
 pub mod http;
 pub mod items;
-pub mod metrics;
 pub mod routes;
 pub mod state;
 pub mod telemetry;

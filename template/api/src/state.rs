@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use axum::extract::FromRef;
 use sqlx::PgPool;
 
-use crate::metrics::Metrics;
+use crate::telemetry::metrics::Metrics;
 
 /// Shared state of one app instance.
 #[derive(Clone, FromRef)]

@@ -1,9 +1,12 @@
-//! Logging setup: one `tracing` subscriber for the process.
+//! Telemetry: the process's `tracing` subscriber (here) and the Prometheus
+//! metrics registry ([`metrics`]).
 //!
 //! Logs are JSON lines by default (one object per event, with the fields of
 //! the enclosing request span), and the level comes from `RUST_LOG`
 //! (default `info`). Per-request events are logged at `debug`: at `info` a
 //! busy replica logs only what an operator needs, and the hot path stays fast.
+
+pub mod metrics;
 
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::FmtSpan;

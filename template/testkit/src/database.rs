@@ -50,11 +50,6 @@ impl TestDatabase {
         let user = self.admin.get_username();
         format!("postgres://{user}@{host}:{port}/{}", self.name)
     }
-
-    /// The database's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
 }
 
 impl Drop for TestDatabase {

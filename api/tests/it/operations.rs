@@ -154,12 +154,26 @@ fn the_binary_reports_every_configuration_problem_at_once_and_exits_2() {
     }
 }
 
+/// A database name nobody has created yet on the test Postgres, and the
+/// admin URL to drop it with afterwards.
+fn uncreated_database() -> (String, String, String) {
+    let admin = testkit::services::postgres_url().expect("postgres");
+    let base = admin.rsplit_once('/').expect("a database in the URL").0.to_owned();
+    let name = format!("fresh_{}", uuid::Uuid::now_v7().simple());
+    (format!("{base}/{name}"), name, admin)
+}
+
+async fn drop_database(admin: &str, name: &str) {
+    let admin_pool = sqlx::PgPool::connect(admin).await.expect("admin");
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")))
+        .execute(&admin_pool)
+        .await
+        .expect("cleanup");
+}
+
 #[tokio::test]
 async fn migrate_creates_the_database_and_is_idempotent() {
-    let admin = testkit::services::postgres_url().expect("postgres");
-    let base = admin.rsplit_once('/').expect("a database in the URL").0;
-    let name = format!("migrate_{}", uuid::Uuid::now_v7().simple());
-    let url = format!("{base}/{name}");
+    let (url, name, admin) = uncreated_database();
     for _ in 0..2 {
         let status = api_binary().arg("migrate").env("DATABASE_URL", &url).status().expect("runs");
         assert!(status.success());
@@ -172,32 +186,39 @@ async fn migrate_creates_the_database_and_is_idempotent() {
             .expect("query");
     assert_eq!(tables, 1);
     pool.close().await;
-    let admin_pool = sqlx::PgPool::connect(&admin).await.expect("admin");
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE \"{name}\" WITH (FORCE)")))
-        .execute(&admin_pool)
-        .await
-        .expect("cleanup");
+    drop_database(&admin, &name).await;
 }
 
 #[tokio::test]
-async fn sigterm_drains_and_exits_zero_logging_json_lines() {
-    let database = testkit::TestDatabase::create(&api::db::MIGRATOR).await.expect("db");
+async fn the_binary_migrates_on_start_logs_json_with_request_spans_and_drains_on_sigterm() {
+    let (url, name, admin) = uncreated_database();
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
     let mut child = api_binary()
-        .env("DATABASE_URL", database.url())
+        .env("DATABASE_URL", &url)
+        .env("MIGRATE_ON_START", "true")
         .env("HOST", "127.0.0.1")
         .env("PORT", port.to_string())
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", "info,tower_http=debug")
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawns");
     let client = reqwest::Client::builder().no_proxy().build().expect("client");
-    let url = format!("http://127.0.0.1:{port}/readyz");
+    let base = format!("http://127.0.0.1:{port}");
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !client.get(&url).send().await.is_ok_and(|r| r.status() == StatusCode::OK) {
+    while !client.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status() == StatusCode::OK) {
         assert!(std::time::Instant::now() < deadline, "the binary never became ready");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The database did not exist: MIGRATE_ON_START created and migrated it.
+    let created = client
+        .post(format!("{base}/v1/items"))
+        .header("x-request-id", "log-me-123")
+        .json(&serde_json::json!({"name": "Lamp", "price_cents": 1, "currency": "EUR"}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(created.status(), StatusCode::CREATED);
+
     let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
     assert!(killed.success());
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -209,24 +230,36 @@ async fn sigterm_drains_and_exits_zero_logging_json_lines() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(status.success(), "exit status {status}");
+    drop_database(&admin, &name).await;
 
     let mut stdout = String::new();
     std::io::Read::read_to_string(&mut child.stdout.take().expect("stdout"), &mut stdout).expect("logs");
     let events: Vec<Value> =
         stdout.lines().map(|line| serde_json::from_str(line).expect("every log line is JSON")).collect();
+    assert!(events.iter().all(|e| e["level"].is_string() && e["timestamp"].is_string()));
     let messages: Vec<&str> = events.iter().filter_map(|e| e["message"].as_str()).collect();
     let position = |needle: &str| messages.iter().position(|m| m.contains(needle));
-    let (serving, draining, stopped) =
-        (position("serving HTTP"), position("readiness is now 503"), position("stopped"));
-    assert!(serving < draining && draining < stopped && serving.is_some(), "{messages:?}");
-    assert!(events.iter().all(|e| e["level"].is_string() && e["timestamp"].is_string()));
+    let (migrated, serving, draining, stopped) = (
+        position("migrations are up to date"),
+        position("serving HTTP"),
+        position("readiness is now 503"),
+        position("stopped"),
+    );
+    assert!(migrated.is_some() && migrated < serving, "{messages:?}");
+    assert!(serving < draining && draining < stopped, "{messages:?}");
+    // Events inside a request carry its span: the request id and the route template.
+    let in_request = events
+        .iter()
+        .find(|e| e["span"]["request_id"] == "log-me-123")
+        .unwrap_or_else(|| panic!("no log line carries the request's span: {stdout}"));
+    assert_eq!(in_request["span"]["http.route"], "/v1/items", "{in_request}");
 }
 
 #[test]
-fn the_configuration_doc_lists_every_setting() {
+fn the_readme_configuration_table_lists_every_setting() {
     use clap::CommandFactory;
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/configuration.md"))
-        .expect("docs/configuration.md");
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).expect("README.md");
     let command = api::Cli::command();
     let variables: Vec<String> = command
         .get_arguments()
@@ -235,6 +268,9 @@ fn the_configuration_doc_lists_every_setting() {
         .collect();
     assert!(variables.len() >= 15, "{variables:?}");
     for variable in variables {
-        assert!(doc.contains(&format!("| `{variable}` |")), "docs/configuration.md lacks {variable}");
+        assert!(
+            doc.contains(&format!("| `{variable}` |")),
+            "README.md's configuration table lacks {variable}"
+        );
     }
 }

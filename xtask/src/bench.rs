@@ -57,7 +57,7 @@ impl Drop for Guard {
 pub fn run(args: &Args) -> anyhow::Result<()> {
     tools::ensure(&[Tool { binary: "wrk", source: Source::Apt("wrk") }])?;
     cmd::run(cmd::cargo().args(["build", "--release", "--quiet", "-p", "api", "-p", "loadtest"]))?;
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| cmd::root().join("target"), Into::into);
+    let target = cmd::target_dir();
     let api_binary = target.join("release/api");
     cmd::run(Command::new(&api_binary).arg("migrate").env("DATABASE_URL", &args.database_url))?;
 

@@ -30,7 +30,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         bail!("port {} is already in use; stop what uses it or pass --port", args.port);
     }
     cmd::run(cmd::cargo().args(["build", "--quiet", "-p", "api", "--bin", "api"]))?;
-    let binary = cmd::root().join("target/debug/api");
+    let binary = cmd::target_dir().join("debug/api");
     cmd::run(
         Command::new(&binary)
             .arg("migrate")

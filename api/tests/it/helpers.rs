@@ -148,9 +148,7 @@ impl TestApp {
 
     /// Triggers shutdown and waits for the server task to end.
     pub async fn stop(&mut self) -> anyhow::Result<()> {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
+        self.begin_shutdown();
         let server = self.server.take().expect("stopped once");
         tokio::time::timeout(Duration::from_secs(15), server).await.expect("the app stops in time")?
     }

@@ -23,9 +23,8 @@ const POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 pub fn run(args: &Args) -> anyhow::Result<()> {
     // Tests create a database each on this server.
     let database_url = std::env::var("DATABASE_URL").unwrap_or_else(|_| POSTGRES.to_owned());
-    let pg =
-        database_url.split('@').nth(1).and_then(|rest| rest.split('/').next()).unwrap_or("127.0.0.1:5432");
-    if !cmd::reachable(pg) {
+    let pg = cmd::postgres_address(&database_url);
+    if !cmd::reachable(&pg) {
         bail!("Postgres is not reachable at {pg}; start it (see .ci/run) or set DATABASE_URL");
     }
     if !args.tests_only {

@@ -19,7 +19,7 @@ pub struct Args {
 
 /// Builds the api, migrates, serves until Ctrl-C.
 pub fn run(args: &Args) -> anyhow::Result<()> {
-    let pg = postgres_address(&args.database_url);
+    let pg = cmd::postgres_address(&args.database_url);
     if !cmd::reachable(&pg) {
         bail!(
             "Postgres is not reachable at {pg}. Start it (on Debian: \
@@ -58,23 +58,4 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         bail!("the api exited with {status}");
     }
     Ok(())
-}
-
-/// `host:port` of a Postgres URL.
-fn postgres_address(url: &str) -> String {
-    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let authority = after_scheme.split(['/', '?']).next().unwrap_or_default();
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
-    if host_port.contains(':') { host_port.to_owned() } else { format!("{host_port}:5432") }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::postgres_address;
-
-    #[test]
-    fn the_postgres_address_is_read_from_the_url() {
-        assert_eq!(postgres_address("postgres://u:p@db:6543/app?sslmode=require"), "db:6543");
-        assert_eq!(postgres_address("postgres://postgres@127.0.0.1/app"), "127.0.0.1:5432");
-    }
 }

@@ -2,15 +2,23 @@
 //! line and calls into here, and the tests build the same [`App`].
 
 pub mod app;
+// @template if redis
+pub mod cache;
+// @template endif
 pub mod config;
 pub mod db;
 pub mod error;
 pub mod http;
 pub mod items;
+pub mod keys;
+pub mod ratelimit;
+// @template if redis
+pub mod redis;
+// @template endif
 pub mod routes;
 pub mod state;
 pub mod telemetry;
 pub mod versioning;
 
 pub use app::App;
-pub use config::{Cli, Command, Config, Settings};
+pub use config::{Cli, Command, Config, KeysCommand, Settings};

@@ -41,11 +41,27 @@ pub struct Opt {
 }
 
 /// Every option. Each defaults to on: the defaults give the full platform.
-pub const OPTIONS: &[Opt] = &[Opt {
-    name: "docs",
-    prompt: "Serve interactive API docs (Swagger UI, compiled into the binary) at /docs?",
-    ignore_when_off: &[],
-}];
+pub const OPTIONS: &[Opt] = &[
+    Opt {
+        name: "docs",
+        prompt: "Serve interactive API docs (Swagger UI, compiled into the binary) at /docs?",
+        ignore_when_off: &[],
+    },
+    Opt {
+        name: "redis",
+        prompt: "Use Redis for the response cache and rate limits shared by all replicas?",
+        ignore_when_off: &[
+            "api/src/cache.rs",
+            "api/src/redis.rs",
+            "api/src/redis/",
+            "api/src/ratelimit/distributed.rs",
+            "api/src/ratelimit/gcra.lua",
+            "api/src/cache/",
+            "api/tests/it/cache.rs",
+            "api/tests/it/redis_failure.rs",
+        ],
+    },
+];
 
 /// Root paths that only this repository needs (prefixes ending in `/` are folders).
 const REPO_ONLY: &[&str] = &[

@@ -14,7 +14,9 @@
 //! A cold or expired hot key reaches Postgres once per replica: concurrent
 //! misses for one id wait for a single load (single flight), and the leader
 //! looks in Redis once more before loading, so a miss that raced a fill does
-//! not load again.
+//! not load again. A request that saw a tombstone never accepts a shared load
+//! older than that tombstone: it started before the write, and joining it
+//! would break read-after-write across replicas.
 //!
 //! Redis trouble never fails a read: a lookup that errs, times out or meets
 //! an open circuit is a miss that skips the fill, and reads go to Postgres.
@@ -76,7 +78,11 @@ pub struct ItemCache {
 /// What a lookup found.
 enum Lookup {
     Hit(Item),
-    Miss,
+    /// Nothing usable; `floor` is the version of a tombstone, if one was
+    /// there: a write that committed before this lookup.
+    Miss {
+        floor: Option<i64>,
+    },
     /// Redis did not answer: read Postgres and do not fill.
     Unavailable,
 }
@@ -116,27 +122,55 @@ impl ItemCache {
             self.count("bypass");
             return store::find(db, id).await.map_err(ApiError::from);
         }
-        match self.lookup(id).await {
+        let floor = match self.lookup(id).await {
             Lookup::Hit(item) => {
                 self.count("hit");
                 return Ok(Some(item));
             }
-            Lookup::Miss => self.count("miss"),
+            Lookup::Miss { floor } => {
+                self.count("miss");
+                floor
+            }
             Lookup::Unavailable => {
                 self.count("bypass");
                 return store::find(db, id).await.map_err(ApiError::from);
             }
-        }
-        let cell =
-            self.inflight.lock().unwrap_or_else(PoisonError::into_inner).entry(id).or_default().clone();
-        let loaded = cell.get_or_init(|| self.load_and_fill(db, id)).await.clone();
-        {
-            let mut inflight = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
-            if inflight.get(&id).is_some_and(|current| Arc::ptr_eq(current, &cell)) {
-                inflight.remove(&id);
+        };
+        let mut fresh = false;
+        loop {
+            let cell = self.flight(id, fresh);
+            let loaded = cell.get_or_init(|| self.load_and_fill(db, id)).await.clone();
+            self.land(id, &cell);
+            // A load already in flight may have read Postgres before a write
+            // this request saw the tombstone of; joining it would go back in
+            // time. Load again, once, on a flight of our own.
+            let older = matches!(&loaded, Ok(Some(item)) if floor.is_some_and(|floor| item.version < floor));
+            if older && !fresh {
+                fresh = true;
+                continue;
             }
+            return loaded.map_err(ApiError::code);
         }
-        loaded.map_err(ApiError::code)
+    }
+
+    /// The load in flight for `id`, or a new one; `fresh` always starts a new
+    /// one (later callers join that).
+    fn flight(&self, id: Uuid, fresh: bool) -> Arc<OnceCell<Loaded>> {
+        let mut inflight = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
+        if fresh {
+            let cell = Arc::new(OnceCell::new());
+            inflight.insert(id, cell.clone());
+            return cell;
+        }
+        inflight.entry(id).or_default().clone()
+    }
+
+    /// Forgets a finished flight, unless a newer one replaced it.
+    fn land(&self, id: Uuid, cell: &Arc<OnceCell<Loaded>>) {
+        let mut inflight = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
+        if inflight.get(&id).is_some_and(|current| Arc::ptr_eq(current, cell)) {
+            inflight.remove(&id);
+        }
     }
 
     /// The single-flight leader's work: look again, then load and fill.
@@ -173,10 +207,10 @@ impl ItemCache {
                 Err(err) => {
                     // An entry from an incompatible build: treat as absent.
                     tracing::warn!(error = %err, "unreadable cache entry");
-                    Lookup::Miss
+                    Lookup::Miss { floor: None }
                 }
             },
-            Ok(_) => Lookup::Miss,
+            Ok((floor, None)) => Lookup::Miss { floor },
             Err(_) => Lookup::Unavailable,
         }
     }

@@ -16,6 +16,13 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Bad key options are refused before anything connects, like bad settings.
+    if let Some(Command::Keys(KeysCommand::Create { name, scopes, rate })) = &cli.command
+        && let Err(err) = api::keys::validate_new(name, scopes, rate.as_deref())
+    {
+        eprintln!("invalid key: {err}");
+        return ExitCode::from(2);
+    }
     api::telemetry::init(config.log_format);
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config).await,

@@ -1,9 +1,16 @@
 //! The api's integration tests: one binary, real Postgres, each test with
 //! its own database and its own app instance on a free port.
 
+mod access;
+// @template if redis
+mod cache;
+// @template endif
 mod errors;
 mod helpers;
 mod items;
 mod middleware;
 mod operations;
 mod resilience;
+// @template if redis
+mod shared_limits;
+// @template endif

@@ -139,8 +139,23 @@ impl ItemCache {
         let mut fresh = false;
         loop {
             let cell = self.flight(id, fresh);
-            let loaded = cell.get_or_init(|| self.load_and_fill(db, id)).await.clone();
+            // The leader keeps its own error whole (logs and metrics want the
+            // cause); followers get its classification.
+            let mut own_error = None;
+            let loaded = cell
+                .get_or_init(|| async {
+                    self.load_and_fill(db, id).await.map_err(|err| {
+                        let code = classify_db_error(&err);
+                        own_error = Some(err);
+                        code
+                    })
+                })
+                .await
+                .clone();
             self.land(id, &cell);
+            if let Some(err) = own_error {
+                return Err(ApiError::Database(err));
+            }
             // A load already in flight may have read Postgres before a write
             // this request saw the tombstone of; joining it would go back in
             // time. Load again, once, on a flight of our own.
@@ -174,16 +189,12 @@ impl ItemCache {
     }
 
     /// The single-flight leader's work: look again, then load and fill.
-    async fn load_and_fill(&self, db: &PgPool, id: Uuid) -> Loaded {
+    async fn load_and_fill(&self, db: &PgPool, id: Uuid) -> sqlx::Result<Option<Item>> {
         if let Lookup::Hit(item) = self.lookup(id).await {
             return Ok(Some(item));
         }
         self.metrics.cache_loads.inc();
-        let item = store::find(db, id).await.map_err(|err| {
-            let code = classify_db_error(&err);
-            tracing::warn!(error = %err, code = code.as_str(), "loading an item for the cache");
-            code
-        })?;
+        let item = store::find(db, id).await?;
         if let Some(item) = &item {
             if let Some(delay) = self.fill_delay {
                 tokio::time::sleep(delay.mul_f64(rand::random::<f64>())).await;

@@ -192,7 +192,7 @@ impl KeyRing {
                 let rate = row.rate.as_deref().and_then(|raw| {
                     Rate::parse(raw)
                         .inspect_err(|err| {
-                            tracing::warn!(key = row.prefix, error = err, "ignoring the key's rate")
+                            tracing::warn!(key = row.prefix, error = err, "ignoring the key's rate");
                         })
                         .ok()
                 });

@@ -159,5 +159,7 @@ async fn the_cache_can_be_turned_off() {
             StatusCode::OK
         );
     }
-    assert_eq!(hits(&app).await + loads(&app).await, 0.0);
+    let metrics = app.metrics().await;
+    assert_eq!(sample(&metrics, "cache_loads_total"), Some(0.0), "{metrics}");
+    assert!(!metrics.contains("cache_requests_total{"), "no lookups at all: {metrics}");
 }

@@ -204,10 +204,6 @@ impl TestApp {
         &self.client
     }
 
-    /// An HTTP client without credentials.
-    pub fn anonymous_raw(&self) -> &reqwest::Client {
-        &self.anonymous
-    }
 
     /// The items resource of one version (`"v1"` or `"v2"`).
     pub fn items(&self, version: &'static str) -> Items<'_> {

@@ -10,6 +10,9 @@ mod helpers;
 mod items;
 mod middleware;
 mod operations;
+// @template if redis
+mod redis_failure;
+// @template endif
 mod resilience;
 // @template if redis
 mod shared_limits;

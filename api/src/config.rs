@@ -410,11 +410,11 @@ impl Settings {
                     .to_owned()
             });
         }
+        let fail_closed = fail_closed.unwrap_or_default();
         // @template endif
         // @template if not redis
-        // let fail_closed: Option<Vec<String>> = Some(Vec::new());
+        // let fail_closed: Vec<String> = Vec::new();
         // @template endif
-        let fail_closed = fail_closed.unwrap_or_default();
         let mut policy = |name: &'static str, raw: &str| {
             let env = format!("RATE_LIMIT_{}", name.to_ascii_uppercase());
             p.parse(&env, raw, |raw| parse_policy(name, raw, fail_closed.iter().any(|n| n == name)))

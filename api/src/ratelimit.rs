@@ -254,6 +254,9 @@ impl Limiter {
     // @template endif
 
     /// Decides on a request and charges it to every check when admitted.
+    // @template if not redis
+    // #[allow(clippy::unused_async, reason = "the same interface as the limiter shared through Redis")]
+    // @template endif
     pub async fn check(&self, checks: &[Check]) -> Verdict {
         if checks.is_empty() {
             return Verdict::Allowed(Vec::new());

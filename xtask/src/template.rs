@@ -53,7 +53,7 @@ pub const OPTIONS: &[Opt] = &[
         ignore_when_off: &[
             "api/src/cache.rs",
             "api/src/redis.rs",
-            "api/src/redis/breaker.rs",
+            "api/src/redis",
             "api/src/ratelimit/distributed.rs",
             "api/src/ratelimit/gcra.lua",
             "api/tests/it/cache.rs",
@@ -167,10 +167,12 @@ pub fn render() -> anyhow::Result<Rendered> {
         }
         files.insert(target.to_owned(), file.text.into_bytes());
     }
-    files.insert("hooks/validate-name.rhai".to_owned(), NAME_HOOK.as_bytes().to_vec());
+    files.insert("hooks/validate-name.rhai".to_owned(), hook().into_bytes());
+    // The lock differs by option, so it is rendered too (see `variant_lock`).
+    include.insert("Cargo.lock".to_owned());
     files.insert("cargo-generate.toml".to_owned(), manifest(&include).into_bytes());
-    let lock = pruned_lock(&files)?;
-    files.insert("Cargo.lock".to_owned(), lock);
+    let lock = variant_lock(&files)?;
+    files.insert("Cargo.lock".to_owned(), lock.into_bytes());
     Ok(Rendered { files })
 }
 
@@ -370,24 +372,105 @@ fn manifest(include: &BTreeSet<String>) -> String {
     out
 }
 
-/// The root's `Cargo.lock` less what only this repository uses (the
-/// renderer's own dependencies), so generated projects build `--locked`.
-fn pruned_lock(files: &BTreeMap<String, Vec<u8>>) -> anyhow::Result<Vec<u8>> {
+/// The hook: checks the name, then sets `lock_variant` (one `1` or `0` per
+/// option, in `OPTIONS` order) for the rendered `Cargo.lock`.
+fn hook() -> String {
+    let mut out = NAME_HOOK.to_owned();
+    out.push_str(
+        "\n// Which combination of options this is, for the rendered Cargo.lock.\nlet lock_variant = \"\";\n",
+    );
+    for option in OPTIONS {
+        let _ = writeln!(
+            out,
+            "let on = variable::get({name:?});\nlock_variant += if on == true || on == \"true\" {{ \"1\" }} else {{ \"0\" }};",
+            name = option.name
+        );
+    }
+    out.push_str("variable::set(\"lock_variant\", lock_variant);\n");
+    out
+}
+
+/// Every combination of options, as `lock_variant` spells it and as `-d`
+/// defines.
+fn combinations() -> Vec<(String, Vec<String>)> {
+    (0..1u32 << OPTIONS.len())
+        .map(|bits| {
+            let on = |i: usize| bits & (1 << i) == 0;
+            let variant = (0..OPTIONS.len()).map(|i| if on(i) { '1' } else { '0' }).collect();
+            let defines = OPTIONS.iter().enumerate().map(|(i, o)| format!("{}={}", o.name, on(i))).collect();
+            (variant, defines)
+        })
+        .collect()
+}
+
+/// `Cargo.lock` for every combination of options in one file: the root's
+/// lock, pruned by cargo for each combination (a probe project per
+/// combination), merged with Liquid conditions around the entries that only
+/// some combinations have. Each generated project then gets exactly the lock
+/// cargo would write for it, so it builds `--locked`.
+fn variant_lock(files: &BTreeMap<String, Vec<u8>>) -> anyhow::Result<String> {
+    // Resolution is offline (it must not pick newer versions), and it needs
+    // every locked package, including other platforms' ones that no build
+    // here downloads.
+    cmd::run(cmd::cargo().args(["fetch", "--locked", "--quiet"]).current_dir(cmd::root()))?;
     let scratch = tempfile::tempdir()?;
     let template = scratch.path().join("template");
     let mut with_lock = files.clone();
     with_lock.insert("Cargo.lock".to_owned(), std::fs::read(cmd::root().join("Cargo.lock"))?);
     write_tree(&with_lock, &template)?;
-    let project = scratch.path().join("probe");
-    crate::new::generate(&template, &project, "lock-probe", &[])?;
-    let output = cmd::cargo()
-        .args(["metadata", "--format-version", "1", "--offline"])
-        .current_dir(&project)
-        .output()
-        .context("running cargo metadata on the probe project")?;
-    // Resolving rewrites the lock without the entries nothing uses.
-    ensure!(output.status.success(), "cargo metadata failed: {}", String::from_utf8_lossy(&output.stderr));
-    Ok(std::fs::read(project.join("Cargo.lock"))?)
+    let mut locks = Vec::new();
+    for (variant, defines) in combinations() {
+        let project = scratch.path().join(format!("probe-{variant}"));
+        crate::new::generate(&template, &project, "lock-probe", &defines)?;
+        let output = cmd::cargo()
+            .args(["metadata", "--format-version", "1", "--offline"])
+            .current_dir(&project)
+            .output()
+            .context("running cargo metadata on a probe project")?;
+        // Resolving rewrites the lock without the entries nothing uses.
+        ensure!(
+            output.status.success(),
+            "cargo metadata failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        locks.push((variant, std::fs::read_to_string(project.join("Cargo.lock"))?));
+    }
+    merge_locks(&locks)
+}
+
+/// Merges lock files into one Liquid template; see [`variant_lock`].
+fn merge_locks(locks: &[(String, String)]) -> anyhow::Result<String> {
+    let mut header = None;
+    // Entries in an order consistent with every lock, with the variants
+    // that have each.
+    let mut merged: Vec<(&str, Vec<&str>)> = Vec::new();
+    for (variant, lock) in locks {
+        let mut blocks = lock.trim_end().split("\n\n");
+        let head = blocks.next().unwrap_or_default();
+        ensure!(*header.get_or_insert(head) == head, "the probe locks disagree on their header");
+        let mut at = 0;
+        for block in blocks {
+            if let Some(found) = merged.iter().position(|(b, _)| *b == block) {
+                merged[found].1.push(variant);
+                at = found + 1;
+            } else {
+                merged.insert(at, (block, vec![variant.as_str()]));
+                at += 1;
+            }
+        }
+    }
+    let mut out = header.unwrap_or_default().to_owned();
+    for (block, variants) in merged {
+        if variants.len() == locks.len() {
+            let _ = write!(out, "\n\n{block}");
+        } else {
+            let condition =
+                variants.iter().map(|v| format!("lock_variant == \"{v}\"")).collect::<Vec<_>>().join(" or ");
+            let _ = write!(out, "{{% if {condition} %}}\n\n{block}{{% endif %}}");
+        }
+    }
+    out.push('\n');
+    Ok(out)
 }
 
 /// Writes every file under `dir`.
@@ -497,6 +580,32 @@ mod tests {
         let out = render("a.toml", "a = 1\n# @template if docs\nb = 2\n# @template endif\nc = 3\n");
         assert_eq!(out.text, "a = 1\n{% if docs %}b = 2\n{% endif %}c = 3\n");
         assert!(out.templated);
+    }
+
+    #[test]
+    fn locks_merge_with_a_condition_on_what_only_some_variants_have() {
+        let full = "# head\nversion = 4\n\n[[package]]\nname = \"a\"\n\n[[package]]\nname = \"api\"\ndependencies = [\"r\"]\n\n[[package]]\nname = \"r\"\n";
+        let lite = "# head\nversion = 4\n\n[[package]]\nname = \"a\"\n\n[[package]]\nname = \"api\"\n";
+        let merged = merge_locks(&[("1".into(), full.into()), ("0".into(), lite.into())]).expect("merged");
+        let render = |variant: &str| {
+            // A tiny Liquid for exactly the shape merge_locks writes.
+            let mut out = String::new();
+            let mut rest = merged.as_str();
+            while let Some(start) = rest.find("{% if ") {
+                out.push_str(&rest[..start]);
+                let end = rest[start..].find(" %}").expect("tag end") + start;
+                let keep = rest[start..end].contains(&format!("\"{variant}\""));
+                let body_end = rest[end..].find("{% endif %}").expect("endif") + end;
+                if keep {
+                    out.push_str(&rest[end + 3..body_end]);
+                }
+                rest = &rest[body_end + "{% endif %}".len()..];
+            }
+            out.push_str(rest);
+            out
+        };
+        assert_eq!(render("1"), full);
+        assert_eq!(render("0"), lite);
     }
 
     #[test]

@@ -294,3 +294,25 @@ async fn health_metrics_and_docs_are_never_limited() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn without_shared_state_each_replica_admits_its_share_of_the_rate() {
+    let first = spawn_with(|s| {
+        s.rate_limit_key = "4/1m".into();
+        s.rate_limit_replicas = "2".into();
+        // @template if redis
+        s.redis_url = String::new();
+        // @template endif
+    })
+    .await;
+    let second = first.replica(|_| {}).await;
+    for app in [&first, &second] {
+        let statuses: Vec<StatusCode> =
+            [app.items("v1").list("").await, app.items("v1").list("").await, app.items("v1").list("").await]
+                .iter()
+                .map(Response::status)
+                .collect();
+        assert_eq!(statuses, [StatusCode::OK, StatusCode::OK, StatusCode::TOO_MANY_REQUESTS]);
+    }
+    assert!(first.metrics().await.contains("rate_limit_backend{backend=\"local\"} 1"));
+}

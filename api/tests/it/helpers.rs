@@ -50,6 +50,7 @@ pub async fn spawn_behind_proxy(tweak: impl FnOnce(&mut Settings)) -> TestApp {
     spawn(true, tweak, |_| {}).await
 }
 
+// @template if redis
 /// Spawns the app after `tweak` adjusts its settings and `configure` the
 /// validated config (for test hooks that are not settings).
 pub async fn spawn_configured(
@@ -58,6 +59,7 @@ pub async fn spawn_configured(
 ) -> TestApp {
     spawn(false, tweak, configure).await
 }
+// @template endif
 
 /// Limits high enough that tests about something else never meet them.
 const UNLIMITED: &str = "1000000/1s";
@@ -146,11 +148,13 @@ impl TestApp {
         start(settings, |_| {}, self.database.clone(), None, direct, self.key.clone()).await
     }
 
+    // @template if redis
     /// Starts another instance like [`Self::replica`], with a config hook.
     pub async fn replica_configured(&self, configure: impl FnOnce(&mut Config)) -> TestApp {
         let direct = PgPool::connect_with(self.database.options()).await.expect("a direct pool");
         start(self.settings.clone(), configure, self.database.clone(), None, direct, self.key.clone()).await
     }
+    // @template endif
 
     /// The absolute URL of `path`.
     pub fn url(&self, path: &str) -> String {
@@ -203,7 +207,6 @@ impl TestApp {
     pub fn client_raw(&self) -> &reqwest::Client {
         &self.client
     }
-
 
     /// The items resource of one version (`"v1"` or `"v2"`).
     pub fn items(&self, version: &'static str) -> Items<'_> {

@@ -15,8 +15,14 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-use crate::config::Config;
-use crate::routes;
+{% if redis %}use crate::cache::ItemCache;
+{% endif %}use crate::config::Config;
+use crate::http::access::Access;
+use crate::items::Items;
+use crate::keys::KeyRing;
+use crate::ratelimit::Limiter;
+{% if redis %}use crate::redis::Redis;
+{% endif %}use crate::routes;
 use crate::state::{AppState, Lifecycle};
 use crate::telemetry::metrics::Metrics;
 
@@ -38,7 +44,34 @@ impl App {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let db = crate::db::pool(&config.database)?;
         let metrics = Arc::new(Metrics::new(db.clone()));
-        let state = AppState { db, metrics, lifecycle: Lifecycle::default() };
+        let keys = KeyRing::start(db.clone(), config.access.key_refresh).await;
+        #[allow(unused_mut, reason = "changed only when the project has Redis")]
+        let mut items = Items::new(db.clone());
+{% if redis %}        let limiter = match &config.redis {
+            Some(redis_config) => {
+                let redis = Arc::new(Redis::connect(redis_config, &metrics)?);
+                if !config.cache_ttl.is_zero() {
+                    let cache = ItemCache::new(
+                        redis.clone(),
+                        config.cache_ttl,
+                        metrics.clone(),
+                        config.cache_fill_delay,
+                    );
+                    items = items.with_cache(cache);
+                }
+                Limiter::shared(redis, config.access.replicas, metrics.clone())
+            }
+            None => Limiter::local(config.access.replicas, metrics.clone()),
+        };
+{% endif %}{% unless redis %}        let limiter = Limiter::local(config.access.replicas, metrics.clone());
+{% endunless %}        let access = Arc::new(Access {
+            keys,
+            limiter,
+            policies: config.access.policies.clone(),
+            trusted_proxies: config.access.trusted_proxies.clone(),
+            public_max_age: config.access.public_max_age,
+        });
+        let state = AppState { db, items, access, metrics, lifecycle: Lifecycle::default() };
         let router = routes::router(state.clone(), &config);
         let listener =
             TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
@@ -76,7 +109,9 @@ impl App {
             tracing::info!(grace = ?config.shutdown_grace, "closing the listener; draining in-flight requests");
             let _ = closed_tx.send(());
         };
-        let serving = axum::serve(listener, router).with_graceful_shutdown(drain);
+        // Connection info gives the access guard the peer address.
+        let serving = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(drain);
         let grace_expired = async {
             // A dropped sender means the server ended without a shutdown.
             if closed_rx.await.is_ok() {

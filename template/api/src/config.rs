@@ -15,9 +15,11 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use ipnet::IpNet;
 use secrecy::SecretString;
 use sqlx::postgres::PgConnectOptions;
 
+use crate::ratelimit::{Policies, Policy, Rate};
 use crate::versioning::{Deprecation, Deprecations};
 
 /// The command line of the `api` binary.
@@ -39,6 +41,35 @@ pub enum Command {
     Serve,
     /// Create the database if it is missing, apply pending migrations, and exit.
     Migrate,
+    /// Manage API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+/// `api keys …`.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key and print it. It is shown this once; only its hash is stored.
+    Create {
+        /// What the key is for (shown in `keys list`).
+        #[arg(long)]
+        name: String,
+        /// Scopes, comma separated.
+        #[arg(long, default_value = crate::keys::DEFAULT_SCOPES)]
+        scopes: String,
+        /// The key's own rate for the `key` policy (QUOTA/WINDOW[;burst=N]);
+        /// without it, RATE_LIMIT_KEY applies.
+        #[arg(long)]
+        rate: Option<String>,
+    },
+    /// List keys: prefix, name, scopes, rate, state. Never the keys.
+    List,
+    /// Revoke a key by its prefix (such as `ak_3f9a1c2e`); every replica
+    /// refuses it within API_KEY_REFRESH.
+    Revoke {
+        /// The key's prefix.
+        prefix: String,
+    },
 }
 
 /// Every setting as text, documented for `--help`.
@@ -105,6 +136,55 @@ pub struct Settings {
     /// example `v1|2026-09-01T00:00:00Z|2027-03-01T00:00:00Z|https://example.com/migrate`.
     #[arg(long, env = "API_DEPRECATIONS", default_value = "", global = true)]
     pub api_deprecations: String,
+{% if redis %}    /// Redis URL for the item cache and the rate limits shared by all
+    /// replicas. Empty runs without Redis: no cache, per-replica limits.
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379",
+        hide_env_values = true,
+        global = true
+    )]
+    pub redis_url: String,
+    /// Hard limit on every Redis call; a slower answer counts as a failure,
+    /// and repeated failures open the circuit breaker.
+    #[arg(long, env = "REDIS_TIMEOUT", default_value = "50ms", global = true)]
+    pub redis_timeout: String,
+    /// Prefix of every Redis key this service writes.
+    #[arg(long, env = "REDIS_KEY_PREFIX", default_value = env!("PROJECT_NAME"), global = true)]
+    pub redis_key_prefix: String,
+    /// How long an item stays in the Redis cache; `0s` turns the cache off.
+    #[arg(long, env = "CACHE_TTL", default_value = "5m", global = true)]
+    pub cache_ttl: String,
+    /// Policies that answer 503 instead of falling back to per-replica
+    /// limits while Redis is unreachable, comma separated (key, ip, writes).
+    #[arg(long, env = "RATE_LIMIT_FAIL_CLOSED", default_value = "", global = true)]
+    pub rate_limit_fail_closed: String,
+{% endif %}    /// `Cache-Control: public, max-age` for anonymous reads, which any cache
+    /// (NGINX, a CDN, the browser) may then store; `0s` sends none.
+    #[arg(long, env = "HTTP_CACHE_MAX_AGE", default_value = "5s", global = true)]
+    pub http_cache_max_age: String,
+    /// Default rate per API key (QUOTA/WINDOW[;burst=N], or `off`). A key
+    /// created with --rate has its own.
+    #[arg(long, env = "RATE_LIMIT_KEY", default_value = "50/1s;burst=100", global = true)]
+    pub rate_limit_key: String,
+    /// Rate per client address for anonymous reads (or `off`).
+    #[arg(long, env = "RATE_LIMIT_IP", default_value = "10/1s;burst=20", global = true)]
+    pub rate_limit_ip: String,
+    /// Rate per caller for writes, on top of the caller's own (or `off`).
+    #[arg(long, env = "RATE_LIMIT_WRITES", default_value = "10/1s;burst=10", global = true)]
+    pub rate_limit_writes: String,
+    /// Replicas sharing the traffic. A replica limiting on its own (without
+    /// Redis, or while Redis is down) admits its share: rate ÷ replicas.
+    #[arg(long, env = "RATE_LIMIT_REPLICAS", default_value = "1", global = true)]
+    pub rate_limit_replicas: String,
+    /// Proxies whose X-Forwarded-For is believed, as CIDRs, comma separated
+    /// (for example the NGINX subnet). Empty trusts none.
+    #[arg(long, env = "TRUSTED_PROXIES", default_value = "", global = true)]
+    pub trusted_proxies: String,
+    /// How often each replica checks for new and revoked API keys.
+    #[arg(long, env = "API_KEY_REFRESH", default_value = "1s", global = true)]
+    pub api_key_refresh: String,
     /// Log format: `json` (one object per line) or `pretty` (for a terminal).
     /// The level comes from RUST_LOG (default `info`).
     #[arg(long, env = "LOG_FORMAT", default_value = "json", global = true)]
@@ -134,8 +214,43 @@ pub struct Config {
     pub deprecations: Deprecations,
     /// Log output format.
     pub log_format: LogFormat,
+    /// API keys, rate limits and HTTP caching.
+    pub access: AccessConfig,
+{% if redis %}    /// Redis, when configured.
+    pub redis: Option<RedisConfig>,
+    /// Item cache TTL; zero turns the cache off.
+    pub cache_ttl: Duration,
+    /// Test hook, not a setting: a random pause up to this long between a
+    /// cache miss's Postgres read and its cache fill.
+    pub cache_fill_delay: Option<Duration>,
+{% endif %}}
+
+/// API keys, rate limits and HTTP caching.
+#[derive(Debug, Clone)]
+pub struct AccessConfig {
+    /// The rate-limit policies.
+    pub policies: Policies,
+    /// Replicas sharing the traffic (sizes the per-replica fallback).
+    pub replicas: u32,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// `max-age` for anonymous reads.
+    pub public_max_age: Duration,
+    /// API key refresh interval.
+    pub key_refresh: Duration,
 }
 
+{% if redis %}/// Redis settings.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// The URL; it may carry a password, so it never prints.
+    pub url: SecretString,
+    /// Per-call time limit.
+    pub timeout: Duration,
+    /// Prefix of every key.
+    pub key_prefix: String,
+}
+{% endif %}
 /// Postgres pool settings.
 #[derive(Debug, Clone)]
 pub struct DatabaseConfig {
@@ -238,6 +353,7 @@ impl Settings {
     }
 
     /// Turns the text settings into a [`Config`], reporting every problem.
+    #[allow(clippy::too_many_lines, reason = "one flat list of every setting reads better than fragments")]
     pub fn validate(&self) -> Result<Config, ConfigErrors> {
         let mut p = Problems::default();
         let host = p.parse("HOST", &self.host, IpAddr::from_str);
@@ -265,6 +381,48 @@ impl Settings {
             "pretty" => Ok(LogFormat::Pretty),
             _ => Err("expected json or pretty"),
         });
+        let http_cache_max_age = p.parse("HTTP_CACHE_MAX_AGE", &self.http_cache_max_age, duration);
+        let replicas = p.parse("RATE_LIMIT_REPLICAS", &self.rate_limit_replicas, u32::from_str);
+        let trusted_proxies = p.parse("TRUSTED_PROXIES", &self.trusted_proxies, parse_networks);
+        let key_refresh = p.parse("API_KEY_REFRESH", &self.api_key_refresh, duration);
+{% if redis %}        let fail_closed = p.parse("RATE_LIMIT_FAIL_CLOSED", &self.rate_limit_fail_closed, parse_policy_names);
+        let redis_timeout = p.parse("REDIS_TIMEOUT", &self.redis_timeout, duration);
+        let cache_ttl = p.parse("CACHE_TTL", &self.cache_ttl, duration);
+        let redis_url = p.parse("REDIS_URL", &self.redis_url, |raw| {
+            if raw.is_empty() {
+                return Ok(None);
+            }
+            redis::Client::open(raw)
+                .map(|_| Some(SecretString::from(raw.to_owned())))
+                .map_err(|e| e.to_string())
+        });
+        p.check(!self.redis_key_prefix.trim().is_empty(), || "REDIS_KEY_PREFIX must not be empty".to_owned());
+        if let Some(timeout) = redis_timeout {
+            p.check(!timeout.is_zero() && timeout <= Duration::from_secs(1), || {
+                "REDIS_TIMEOUT must be more than zero and at most 1s: Redis must never hold requests up"
+                    .to_owned()
+            });
+        }
+        let fail_closed = fail_closed.unwrap_or_default();
+{% endif %}{% unless redis %}        let fail_closed: Vec<String> = Vec::new();
+{% endunless %}        let mut policy = |name: &'static str, raw: &str| {
+            let env = format!("RATE_LIMIT_{}", name.to_ascii_uppercase());
+            p.parse(&env, raw, |raw| parse_policy(name, raw, fail_closed.iter().any(|n| n == name)))
+        };
+        let policies = match (
+            policy("key", &self.rate_limit_key),
+            policy("ip", &self.rate_limit_ip),
+            policy("writes", &self.rate_limit_writes),
+        ) {
+            (Some(key), Some(ip), Some(writes)) => Some(Policies { key, ip, writes }),
+            _ => None,
+        };
+        if let Some(replicas) = replicas {
+            p.check(replicas >= 1, || "RATE_LIMIT_REPLICAS must be at least 1".to_owned());
+        }
+        if let Some(refresh) = key_refresh {
+            p.check(!refresh.is_zero(), || "API_KEY_REFRESH must be more than zero".to_owned());
+        }
 
         if let (Some(max), Some(min)) = (max_connections, min_connections) {
             p.check(max >= 1, || "DB_MAX_CONNECTIONS must be at least 1".to_owned());
@@ -324,7 +482,21 @@ impl Settings {
             cors: cors.unwrap_or(Cors::Disabled),
             deprecations: deprecations.unwrap_or_default(),
             log_format: log_format.unwrap_or(LogFormat::Json),
-        })
+            access: AccessConfig {
+                policies: policies.unwrap_or_default(),
+                replicas: replicas.unwrap_or(1),
+                trusted_proxies: trusted_proxies.unwrap_or_default(),
+                public_max_age: some(http_cache_max_age),
+                key_refresh: some(key_refresh),
+            },
+{% if redis %}            redis: redis_url.flatten().map(|url| RedisConfig {
+                url,
+                timeout: some(redis_timeout),
+                key_prefix: self.redis_key_prefix.trim().to_owned(),
+            }),
+            cache_ttl: some(cache_ttl),
+            cache_fill_delay: None,
+{% endif %}        })
     }
 }
 
@@ -345,6 +517,38 @@ fn parse_cors(raw: &str) -> Result<Cors, String> {
             Ok(Cors::Origins(origins.into_iter().map(str::to_owned).collect()))
         }
     }
+}
+
+/// A policy's rate, or `off`.
+fn parse_policy(name: &'static str, raw: &str, fail_closed: bool) -> Result<Option<Policy>, String> {
+    if raw.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    Rate::parse(raw).map(|rate| Some(Policy { name, rate, fail_closed }))
+}
+
+{% if redis %}fn parse_policy_names(raw: &str) -> Result<Vec<String>, String> {
+    let names: Vec<String> =
+        raw.split(',').map(str::trim).filter(|n| !n.is_empty()).map(str::to_owned).collect();
+    match names.iter().find(|n| !Policies::NAMES.contains(&n.as_str())) {
+        Some(unknown) => {
+            Err(format!("unknown policy {unknown:?}; policies are {}", Policies::NAMES.join(", ")))
+        }
+        None => Ok(names),
+    }
+}
+{% endif %}
+fn parse_networks(raw: &str) -> Result<Vec<IpNet>, String> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(|n| {
+            // A bare address is a network of one.
+            n.parse::<IpNet>()
+                .or_else(|_| n.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| format!("{n:?} is not a CIDR such as 10.0.0.0/8"))
+        })
+        .collect()
 }
 
 impl Deprecations {
@@ -385,6 +589,45 @@ mod tests {
         }
     }
 
+    #[test]
+    fn rate_limit_settings_are_checked() {
+        let mut settings = Settings::defaults();
+        settings.rate_limit_ip = "off".into();
+        settings.rate_limit_writes = "5/1s".into();
+        settings.trusted_proxies = "10.0.0.0/8, 127.0.0.1".into();
+        let config = settings.validate().expect("valid");
+        assert_eq!(config.access.policies.ip, None);
+        assert_eq!(config.access.policies.writes.map(|p| p.rate.quota), Some(5));
+        assert_eq!(config.access.trusted_proxies.len(), 2);
+
+        settings.rate_limit_key = "lots".into();
+        settings.trusted_proxies = "10.0.0.0/33".into();
+        settings.rate_limit_replicas = "0".into();
+        let text = settings.validate().expect_err("invalid").to_string();
+        for name in ["RATE_LIMIT_KEY", "TRUSTED_PROXIES", "RATE_LIMIT_REPLICAS"] {
+            assert!(text.contains(name), "{name} missing from {text}");
+        }
+    }
+
+{% if redis %}    #[test]
+    fn redis_settings_are_checked() {
+        let mut settings = Settings::defaults();
+        settings.rate_limit_fail_closed = "writes".into();
+        let config = settings.validate().expect("valid");
+        assert!(config.access.policies.writes.is_some_and(|p| p.fail_closed));
+        assert!(config.access.policies.key.is_some_and(|p| !p.fail_closed));
+        settings.redis_url = String::new();
+        assert!(settings.validate().expect("valid").redis.is_none(), "empty REDIS_URL runs without Redis");
+
+        settings.rate_limit_fail_closed = "everything".into();
+        settings.redis_timeout = "5s".into();
+        settings.redis_url = "http://nope".into();
+        let text = settings.validate().expect_err("invalid").to_string();
+        for name in ["RATE_LIMIT_FAIL_CLOSED", "REDIS_TIMEOUT", "REDIS_URL"] {
+            assert!(text.contains(name), "{name} missing from {text}");
+        }
+    }
+{% endif %}
     #[test]
     fn a_zero_timeout_is_refused() {
         let mut settings = Settings::defaults();

@@ -33,6 +33,12 @@ pub enum ErrorCode {
     InvalidHeader,
     /// 400: any other malformed request.
     BadRequest,
+    /// 401: the request needs an API key and carries none.
+    Unauthorized,
+    /// 401: the API key is malformed, unknown or revoked.
+    InvalidApiKey,
+    /// 403: the API key lacks the scope the route needs.
+    InsufficientScope,
     /// 404: the resource does not exist.
     NotFound,
     /// 404: no route has this path.
@@ -53,6 +59,8 @@ pub enum ErrorCode {
     ValidationFailed,
     /// 428: the request must be conditional (`If-Match`).
     PreconditionRequired,
+    /// 429: a rate limit is exhausted (see `Retry-After` and `RateLimit`).
+    RateLimited,
     /// 500: a bug or an unexpected failure; the details are in the logs.
     Internal,
     /// 503: the database cannot be reached, or its pool is exhausted.
@@ -61,6 +69,8 @@ pub enum ErrorCode {
     DatabaseTimeout,
     /// 503: the instance is starting, draining or lost its database.
     NotReady,
+    /// 503: the shared rate limiter is unreachable and the policy fails closed.
+    RateLimiterUnavailable,
     /// 504: the request ran past the request timeout.
     Timeout,
 }
@@ -74,6 +84,9 @@ impl ErrorCode {
             Self::InvalidPath => "invalid_path",
             Self::InvalidHeader => "invalid_header",
             Self::BadRequest => "bad_request",
+            Self::Unauthorized => "unauthorized",
+            Self::InvalidApiKey => "invalid_api_key",
+            Self::InsufficientScope => "insufficient_scope",
             Self::NotFound => "not_found",
             Self::RouteNotFound => "route_not_found",
             Self::MethodNotAllowed => "method_not_allowed",
@@ -84,10 +97,12 @@ impl ErrorCode {
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::ValidationFailed => "validation_failed",
             Self::PreconditionRequired => "precondition_required",
+            Self::RateLimited => "rate_limited",
             Self::Internal => "internal_error",
             Self::DatabaseUnavailable => "database_unavailable",
             Self::DatabaseTimeout => "database_timeout",
             Self::NotReady => "not_ready",
+            Self::RateLimiterUnavailable => "rate_limiter_unavailable",
             Self::Timeout => "timeout",
         }
     }
@@ -100,6 +115,8 @@ impl ErrorCode {
             | Self::InvalidPath
             | Self::InvalidHeader
             | Self::BadRequest => StatusCode::BAD_REQUEST,
+            Self::Unauthorized | Self::InvalidApiKey => StatusCode::UNAUTHORIZED,
+            Self::InsufficientScope => StatusCode::FORBIDDEN,
             Self::NotFound | Self::RouteNotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::NotAcceptable => StatusCode::NOT_ACCEPTABLE,
@@ -109,10 +126,12 @@ impl ErrorCode {
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::ValidationFailed => StatusCode::UNPROCESSABLE_ENTITY,
             Self::PreconditionRequired => StatusCode::PRECONDITION_REQUIRED,
+            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::DatabaseUnavailable | Self::DatabaseTimeout | Self::NotReady => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::DatabaseUnavailable
+            | Self::DatabaseTimeout
+            | Self::NotReady
+            | Self::RateLimiterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -121,7 +140,10 @@ impl ErrorCode {
     /// the router or a middleware layer).
     pub fn for_status(status: StatusCode) -> Self {
         match status {
+            StatusCode::UNAUTHORIZED => Self::Unauthorized,
+            StatusCode::FORBIDDEN => Self::InsufficientScope,
             StatusCode::NOT_FOUND => Self::RouteNotFound,
+            StatusCode::TOO_MANY_REQUESTS => Self::RateLimited,
             StatusCode::METHOD_NOT_ALLOWED => Self::MethodNotAllowed,
             StatusCode::NOT_ACCEPTABLE => Self::NotAcceptable,
             StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge,
@@ -141,6 +163,9 @@ impl ErrorCode {
             Self::InvalidPath => "A path parameter is malformed.",
             Self::InvalidHeader => "A request header is malformed.",
             Self::BadRequest => "The request is malformed.",
+            Self::Unauthorized => "This request needs an API key: send Authorization: Bearer <key>.",
+            Self::InvalidApiKey => "The API key is malformed, unknown or revoked.",
+            Self::InsufficientScope => "The API key lacks the scope this request needs.",
             Self::NotFound => "The resource does not exist.",
             Self::RouteNotFound => "No route matches this path.",
             Self::MethodNotAllowed => "The route does not support this method; see the Allow header.",
@@ -151,10 +176,12 @@ impl ErrorCode {
             Self::UnsupportedMediaType => "The request body must be application/json.",
             Self::ValidationFailed => "The request body has invalid fields.",
             Self::PreconditionRequired => "This request must carry If-Match with the resource's ETag.",
+            Self::RateLimited => "Too many requests; retry after the time in Retry-After.",
             Self::Internal => "An internal error occurred.",
             Self::DatabaseUnavailable => "The database is unavailable; retry later.",
             Self::DatabaseTimeout => "The database took too long to answer; retry later.",
             Self::NotReady => "The service is not ready; retry later.",
+            Self::RateLimiterUnavailable => "The rate limiter is unavailable; retry later.",
             Self::Timeout => "The request took too long to process.",
         }
     }
@@ -335,6 +362,8 @@ mod tests {
             ErrorCode::MethodNotAllowed,
             ErrorCode::PayloadTooLarge,
             ErrorCode::Timeout,
+            ErrorCode::RateLimited,
+            ErrorCode::Unauthorized,
         ] {
             assert_eq!(ErrorCode::for_status(code.status()), code);
         }

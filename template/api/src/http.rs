@@ -9,6 +9,7 @@
 //! and 405) therefore leaves as problem+json, and the metrics see the final
 //! status.
 
+pub mod access;
 pub mod conditional;
 pub mod extract;
 
@@ -68,6 +69,7 @@ fn request_span(request: &Request) -> tracing::Span {
         http.request.method = %request.method(),
         http.route = route,
         request_id,
+        api_key = tracing::field::Empty,
     )
 }
 

@@ -5,14 +5,17 @@
 
 pub mod store;
 
-use chrono::{DateTime, Utc};
+{% if redis %}use std::sync::Arc;
+
+{% endif %}use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::error::ApiError;
+{% if redis %}use crate::cache::ItemCache;
+{% endif %}use crate::error::ApiError;
 
 /// An item as stored.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize, serde::Deserialize)]
 pub struct Item {
     /// UUIDv7: sortable by creation time.
     pub id: Uuid,
@@ -150,59 +153,99 @@ pub struct Page {
     pub next_after: Option<Uuid>,
 }
 
-/// Creates an item.
-#[tracing::instrument(skip_all)]
-pub async fn create(db: &PgPool, item: ValidItem) -> Result<Item, ApiError> {
-    Ok(store::insert(db, Uuid::now_v7(), &item).await?)
-}
+/// The items of this replica: Postgres, with the Redis cache in front of
+/// single-item reads when there is one. Cheap to clone.
+#[derive(Clone)]
+pub struct Items {
+    db: PgPool,
+{% if redis %}    cache: Option<Arc<ItemCache>>,
+{% endif %}}
 
-/// Reads an item.
-#[tracing::instrument(skip(db))]
-pub async fn get(db: &PgPool, id: Uuid) -> Result<Item, ApiError> {
-    store::find(db, id).await?.ok_or(ApiError::NotFound("item"))
-}
-
-/// Reads a page of up to `limit` items after `after`.
-#[tracing::instrument(skip(db))]
-pub async fn list(db: &PgPool, after: Option<Uuid>, limit: u32) -> Result<Page, ApiError> {
-    // One extra row tells whether another page exists without a COUNT.
-    let mut items = store::list_after(db, after, i64::from(limit) + 1).await?;
-    let next_after = if items.len() > limit as usize {
-        items.truncate(limit as usize);
-        items.last().map(|item| item.id)
-    } else {
-        None
-    };
-    Ok(Page { items, next_after })
-}
-
-/// Replaces an item if the precondition holds.
-#[tracing::instrument(skip(db, item))]
-pub async fn update(
-    db: &PgPool,
-    id: Uuid,
-    precondition: &Precondition,
-    item: ValidItem,
-) -> Result<Item, ApiError> {
-    match store::update(db, id, precondition.versions(), &item).await? {
-        Some(updated) => Ok(updated),
-        None => Err(missed(db, id).await),
+impl Items {
+    /// Items stored in `db`.
+    pub fn new(db: PgPool) -> Self {
+        Self {
+            db,
+{% if redis %}            cache: None,
+{% endif %}        }
     }
-}
 
-/// Deletes an item if the precondition holds.
-#[tracing::instrument(skip(db))]
-pub async fn delete(db: &PgPool, id: Uuid, precondition: &Precondition) -> Result<(), ApiError> {
-    if store::delete(db, id, precondition.versions()).await? { Ok(()) } else { Err(missed(db, id).await) }
-}
+{% if redis %}    /// Puts `cache` in front of single-item reads.
+    #[must_use]
+    pub fn with_cache(self, cache: Arc<ItemCache>) -> Self {
+        Self { cache: Some(cache), ..self }
+    }
+{% endif %}
+    /// Creates an item.
+    #[tracing::instrument(skip_all)]
+    pub async fn create(&self, item: ValidItem) -> Result<Item, ApiError> {
+        Ok(store::insert(&self.db, Uuid::now_v7(), &item).await?)
+    }
 
-/// A conditional write matched no row: either the item is gone (404) or its
-/// version moved on (412).
-async fn missed(db: &PgPool, id: Uuid) -> ApiError {
-    match store::exists(db, id).await {
-        Ok(true) => ApiError::code(crate::error::ErrorCode::PreconditionFailed),
-        Ok(false) => ApiError::NotFound("item"),
-        Err(err) => err.into(),
+    /// Reads an item.
+    #[tracing::instrument(skip(self))]
+    pub async fn get(&self, id: Uuid) -> Result<Item, ApiError> {
+{% if redis %}        if let Some(cache) = &self.cache {
+            return cache.get(&self.db, id).await?.ok_or(ApiError::NotFound("item"));
+        }
+{% endif %}        store::find(&self.db, id).await?.ok_or(ApiError::NotFound("item"))
+    }
+
+    /// Reads a page of up to `limit` items after `after`.
+    #[tracing::instrument(skip(self))]
+    pub async fn list(&self, after: Option<Uuid>, limit: u32) -> Result<Page, ApiError> {
+        // One extra row tells whether another page exists without a COUNT.
+        let mut items = store::list_after(&self.db, after, i64::from(limit) + 1).await?;
+        let next_after = if items.len() > limit as usize {
+            items.truncate(limit as usize);
+            items.last().map(|item| item.id)
+        } else {
+            None
+        };
+        Ok(Page { items, next_after })
+    }
+
+    /// Replaces an item if the precondition holds.
+    #[tracing::instrument(skip(self, item))]
+    pub async fn update(
+        &self,
+        id: Uuid,
+        precondition: &Precondition,
+        item: ValidItem,
+    ) -> Result<Item, ApiError> {
+        let Some(updated) = store::update(&self.db, id, precondition.versions(), &item).await? else {
+            return Err(self.missed(id).await);
+        };
+        // The UPDATE has committed: only now may the cached copy go.
+{% if redis %}        if let Some(cache) = &self.cache {
+            cache.invalidate(id, updated.version).await;
+        }
+{% endif %}        Ok(updated)
+    }
+
+    /// Deletes an item if the precondition holds.
+    #[tracing::instrument(skip(self))]
+    pub async fn delete(&self, id: Uuid, precondition: &Precondition) -> Result<(), ApiError> {
+        let Some(deleted_version) = store::delete(&self.db, id, precondition.versions()).await? else {
+            return Err(self.missed(id).await);
+        };
+{% if redis %}        // The tombstone outranks the deleted version, so a reader that loaded
+        // the row before the delete cannot cache it again.
+        if let Some(cache) = &self.cache {
+            cache.invalidate(id, deleted_version + 1).await;
+        }
+{% endif %}{% unless redis %}        let _ = deleted_version;
+{% endunless %}        Ok(())
+    }
+
+    /// A conditional write matched no row: either the item is gone (404) or
+    /// its version moved on (412).
+    async fn missed(&self, id: Uuid) -> ApiError {
+        match store::exists(&self.db, id).await {
+            Ok(true) => ApiError::code(crate::error::ErrorCode::PreconditionFailed),
+            Ok(false) => ApiError::NotFound("item"),
+            Err(err) => err.into(),
+        }
     }
 }
 

@@ -2,15 +2,19 @@
 //! line and calls into here, and the tests build the same [`App`].
 
 pub mod app;
-pub mod config;
+{% if redis %}pub mod cache;
+{% endif %}pub mod config;
 pub mod db;
 pub mod error;
 pub mod http;
 pub mod items;
-pub mod routes;
+pub mod keys;
+pub mod ratelimit;
+{% if redis %}pub mod redis;
+{% endif %}pub mod routes;
 pub mod state;
 pub mod telemetry;
 pub mod versioning;
 
 pub use app::App;
-pub use config::{Cli, Command, Config, Settings};
+pub use config::{Cli, Command, Config, KeysCommand, Settings};

@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use axum::extract::FromRef;
 use sqlx::PgPool;
 
+use crate::http::access::Access;
+use crate::items::Items;
 use crate::telemetry::metrics::Metrics;
 
 /// Shared state of one app instance.
@@ -15,6 +17,10 @@ use crate::telemetry::metrics::Metrics;
 pub struct AppState {
     /// The one Postgres pool of this replica.
     pub db: PgPool,
+    /// Items storage (Postgres, and the cache in front of it).
+    pub items: Items,
+    /// API keys, rate limits and cache policy.
+    pub access: Arc<Access>,
     /// The metrics registry.
     pub metrics: Arc<Metrics>,
     /// Whether the instance is draining.

@@ -5,11 +5,15 @@
 //! (from the environment, or started with testcontainers where Docker runs),
 //! [`TestDatabase`] gives each test its own migrated database, and
 //! [`FaultProxy`] stands between the code under test and a service so a test
-//! can make that service vanish without touching the shared instance.
+//! can make that service vanish or slow down without touching the shared
+//! instance, and `RedisServer` is a Redis a test may kill outright.
 
 mod database;
 mod proxy;
-pub mod services;
+{% if redis %}mod redis_server;
+{% endif %}pub mod services;
 
 pub use database::TestDatabase;
 pub use proxy::{FaultProxy, Mode};
+{% if redis %}pub use redis_server::RedisServer;
+{% endif %}

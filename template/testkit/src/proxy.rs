@@ -6,8 +6,9 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -23,6 +24,9 @@ pub enum Mode {
     /// Accept and hold connections but forward nothing, with no FIN or RST:
     /// a network partition, only detectable by timeouts and heartbeats.
     Blackhole,
+    /// Forward everything, each chunk after this pause: a slow or
+    /// congested service. Nothing is lost or reordered.
+    Delay(Duration),
 }
 
 /// A running proxy. Dropping it stops it and closes its connections.
@@ -73,28 +77,65 @@ async fn connection(mut client: TcpStream, upstream: SocketAddr, mut mode: watch
     match current {
         Mode::Refuse => return reset(&client),
         Mode::Blackhole => return hold(client, mode).await,
-        Mode::Pass => {}
+        Mode::Pass | Mode::Delay(_) => {}
     }
     let Ok(mut server) = TcpStream::connect(upstream).await else { return reset(&client) };
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
-    tokio::select! {
-        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-        () = wait_until_not_pass(&mut mode) => {
-            if *mode.borrow() == Mode::Blackhole {
-                // Keep both ends open and silent until the partition heals.
-                drop(server);
-                return hold(client, mode).await;
-            }
-            reset(&server);
-            reset(&client);
+    let (client_read, client_write) = client.split();
+    let (server_read, server_write) = server.split();
+    let (upstream_mode, downstream_mode) = (mode.clone(), mode.clone());
+    let forward = async move {
+        tokio::join!(
+            pump(client_read, server_write, upstream_mode),
+            pump(server_read, client_write, downstream_mode)
+        )
+    };
+    let faulted = tokio::select! {
+        _ = forward => false,
+        () = wait_until_faulty(&mut mode) => true,
+    };
+    if faulted {
+        if *mode.borrow() == Mode::Blackhole {
+            // Keep both ends open and silent until the partition heals.
+            drop(server);
+            return hold(client, mode).await;
         }
+        reset(&server);
+        reset(&client);
     }
 }
 
-/// Completes when the mode leaves `Pass` (or the proxy is gone).
-async fn wait_until_not_pass(mode: &mut watch::Receiver<Mode>) {
-    let _ = mode.wait_for(|m| *m != Mode::Pass).await;
+/// Copies one direction, pausing before each chunk while the mode is
+/// `Delay`; when the source closes, the destination's write side closes.
+async fn pump(
+    mut from: impl AsyncRead + Unpin,
+    mut to: impl AsyncWrite + Unpin,
+    mode: watch::Receiver<Mode>,
+) {
+    let mut buffer = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let delay = match *mode.borrow() {
+            Mode::Delay(delay) => Some(delay),
+            _ => None,
+        };
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
+        if to.write_all(&buffer[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
+}
+
+/// Completes when the mode turns to `Refuse` or `Blackhole` (or the proxy is gone).
+async fn wait_until_faulty(mode: &mut watch::Receiver<Mode>) {
+    let _ = mode.wait_for(|m| matches!(m, Mode::Refuse | Mode::Blackhole)).await;
 }
 
 /// Swallows whatever the client sends and never answers, until the mode
@@ -173,5 +214,15 @@ mod tests {
         proxy.set_mode(Mode::Pass);
         let mut healed = TcpStream::connect(proxy.addr()).await.expect("connect");
         assert_eq!(round_trip(&mut healed, wait).await.expect("io"), Some(b"ping".to_vec()));
+
+        // Delay applies to open connections too, and loses nothing.
+        proxy.set_mode(Mode::Delay(Duration::from_millis(200)));
+        assert_eq!(round_trip(&mut healed, Duration::from_millis(150)).await.expect("io"), None);
+        let mut rest = [0u8; 4];
+        tokio::time::timeout(Duration::from_secs(2), healed.read_exact(&mut rest))
+            .await
+            .expect("the delayed echo arrives")
+            .expect("io");
+        assert_eq!(&rest, b"ping");
     }
 }

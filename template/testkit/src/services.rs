@@ -1,8 +1,7 @@
 //! Where the real services for tests come from.
 //!
-//! 1. The environment: `DATABASE_URL` (and, as the platform grows,
-//!    `REDIS_URL`, `AMQP_URL`) point at running services. CI and
-//!    `cargo xtask ci` set them.
+//! 1. The environment: `DATABASE_URL` and `REDIS_URL` point at running
+//!    services. CI and `cargo xtask ci` set them.
 //! 2. Otherwise, when a Docker engine answers, the service is started once
 //!    per test process with testcontainers.
 //! 3. Otherwise the test fails with a message saying what to set.
@@ -35,6 +34,26 @@ pub fn postgres_url() -> anyhow::Result<String> {
     .context("finding Postgres")
 }
 
+{% if redis %}/// The URL of a Redis the tests may share; each test keeps to its own key
+/// prefix. From `REDIS_URL`, else a container, else an error saying what to set.
+pub fn redis_url() -> anyhow::Result<String> {
+    static URL: OnceLock<Result<String, String>> = OnceLock::new();
+    URL.get_or_init(|| {
+        if let Ok(url) = std::env::var("REDIS_URL") {
+            return Ok(url);
+        }
+        if docker_available() {
+            return containers::redis().map_err(|err| format!("{err:#}"));
+        }
+        Err("no Redis for the tests: set REDIS_URL (for example redis://127.0.0.1:6379), \
+             or start a Docker engine so the tests can run Redis in a container"
+            .to_owned())
+    })
+    .clone()
+    .map_err(anyhow::Error::msg)
+    .context("finding Redis")
+}
+{% endif %}
 fn docker_available() -> bool {
     Command::new("docker")
         .arg("info")
@@ -52,10 +71,32 @@ mod containers {
     use testcontainers::runners::AsyncRunner;
     use testcontainers_modules::postgres::Postgres;
 
-    /// Starts Postgres in a container that lives as long as the test
-    /// process, on a thread with its own runtime, because each `#[tokio::test]`
-    /// runtime ends with its test while the container must outlive them all.
+    /// Postgres in a container for the whole test process.
     pub(super) fn postgres() -> anyhow::Result<String> {
+        keep_running("Postgres", async {
+            let container = Postgres::default().with_host_auth().start().await?;
+            let port = container.get_host_port_ipv4(5432).await?;
+            anyhow::Ok((container, format!("postgres://postgres@127.0.0.1:{port}/postgres")))
+        })
+    }
+
+{% if redis %}    /// Redis in a container for the whole test process.
+    pub(super) fn redis() -> anyhow::Result<String> {
+        keep_running("Redis", async {
+            let container = testcontainers_modules::redis::Redis::default().start().await?;
+            let port = container.get_host_port_ipv4(6379).await?;
+            anyhow::Ok((container, format!("redis://127.0.0.1:{port}")))
+        })
+    }
+{% endif %}
+    /// Starts a container that lives as long as the test process, on a
+    /// thread with its own runtime, because each `#[tokio::test]` runtime
+    /// ends with its test while the container must outlive them all.
+    fn keep_running<C, F>(what: &'static str, start: F) -> anyhow::Result<String>
+    where
+        C: Send + 'static,
+        F: std::future::Future<Output = anyhow::Result<(C, String)>> + Send + 'static,
+    {
         let (tx, rx) = mpsc::channel();
         std::thread::Builder::new()
             .name("testcontainers".into())
@@ -65,12 +106,7 @@ mod containers {
                     Err(err) => return drop(tx.send(Err(anyhow::Error::from(err)))),
                 };
                 runtime.block_on(async move {
-                    let started = async {
-                        let container = Postgres::default().with_host_auth().start().await?;
-                        let port = container.get_host_port_ipv4(5432).await?;
-                        anyhow::Ok((container, format!("postgres://postgres@127.0.0.1:{port}/postgres")))
-                    };
-                    match started.await {
+                    match start.await {
                         Ok((container, url)) => {
                             let _ = tx.send(Ok(url));
                             // Keep the container until the process exits.
@@ -83,8 +119,8 @@ mod containers {
             })
             .context("spawning the container thread")?;
         match rx.recv() {
-            Ok(result) => result.context("starting Postgres with testcontainers"),
-            Err(_) => bail!("the container thread ended without starting Postgres"),
+            Ok(result) => result.with_context(|| format!("starting {what} with testcontainers")),
+            Err(_) => bail!("the container thread ended without starting {what}"),
         }
     }
 }

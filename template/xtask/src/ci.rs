@@ -18,16 +18,23 @@ pub struct Args {
 }
 
 const POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-
+{% if redis %}const REDIS: &str = "redis://127.0.0.1:6379";
+{% endif %}
 /// Runs every check; stops at the first failure.
 pub fn run(args: &Args) -> anyhow::Result<()> {
     // Tests create a database each on this server.
     let database_url = std::env::var("DATABASE_URL").unwrap_or_else(|_| POSTGRES.to_owned());
-    let pg = cmd::postgres_address(&database_url);
+    let pg = cmd::address(&database_url, 5432);
     if !cmd::reachable(&pg) {
         bail!("Postgres is not reachable at {pg}; start it (see .ci/run) or set DATABASE_URL");
     }
-    if !args.tests_only {
+{% if redis %}    // Tests share this Redis, each under its own key prefix.
+    let redis_url = std::env::var("REDIS_URL").unwrap_or_else(|_| REDIS.to_owned());
+    let redis = cmd::address(&redis_url, 6379);
+    if !cmd::reachable(&redis) {
+        bail!("Redis is not reachable at {redis}; start it (see .ci/run) or set REDIS_URL");
+    }
+{% endif %}    if !args.tests_only {
         lint_workflows(&cmd::root())?;
         cmd::run(cmd::cargo().args(["fmt", "--all", "--check"]))?;
         cmd::run(cmd::cargo().args([
@@ -48,7 +55,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         tests.args(["test", "--workspace", "--all-targets", "--locked", "--no-fail-fast"]);
     }
     // insta must compare against the committed snapshots, never rewrite them.
-    cmd::run(tests.env("DATABASE_URL", &database_url).env("INSTA_UPDATE", "no"))?;
+    tests.env("DATABASE_URL", &database_url).env("INSTA_UPDATE", "no");
+{% if redis %}    tests.env("REDIS_URL", &redis_url);
+{% endif %}    cmd::run(&mut tests)?;
     Ok(())
 }
 

@@ -52,21 +52,22 @@ pub fn reachable(addr: &str) -> bool {
         .is_some_and(|a| TcpStream::connect_timeout(&a, std::time::Duration::from_secs(1)).is_ok())
 }
 
-/// `host:port` of a Postgres URL (5432 when it names no port).
-pub fn postgres_address(url: &str) -> String {
+/// `host:port` of a service URL (`default_port` when it names none).
+pub fn address(url: &str, default_port: u16) -> String {
     let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
     let authority = after_scheme.split(['/', '?']).next().unwrap_or_default();
     let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
-    if host_port.contains(':') { host_port.to_owned() } else { format!("{host_port}:5432") }
+    if host_port.contains(':') { host_port.to_owned() } else { format!("{host_port}:{default_port}") }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::postgres_address;
+    use super::address;
 
     #[test]
-    fn the_postgres_address_is_read_from_the_url() {
-        assert_eq!(postgres_address("postgres://u:p@db:6543/app?sslmode=require"), "db:6543");
-        assert_eq!(postgres_address("postgres://postgres@127.0.0.1/app"), "127.0.0.1:5432");
+    fn the_address_is_read_from_the_url() {
+        assert_eq!(address("postgres://u:p@db:6543/app?sslmode=require", 5432), "db:6543");
+        assert_eq!(address("postgres://postgres@127.0.0.1/app", 5432), "127.0.0.1:5432");
+        assert_eq!(address("redis://:secret@cache/0", 6379), "cache:6379");
     }
 }

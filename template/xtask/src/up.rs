@@ -15,18 +15,29 @@ pub struct Args {
     /// Postgres to use; the database is created if missing.
     #[arg(long, env = "DATABASE_URL", default_value = concat!("postgres://postgres@127.0.0.1:5432/", env!("PROJECT_NAME")))]
     database_url: String,
-}
+{% if redis %}    /// Redis for the cache and shared rate limits (the API runs without it,
+    /// with per-replica limits and no cache).
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+{% endif %}}
 
 /// Builds the api, migrates, serves until Ctrl-C.
 pub fn run(args: &Args) -> anyhow::Result<()> {
-    let pg = cmd::postgres_address(&args.database_url);
+    let pg = cmd::address(&args.database_url, 5432);
     if !cmd::reachable(&pg) {
         bail!(
             "Postgres is not reachable at {pg}. Start it (on Debian: \
              pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start) or set DATABASE_URL"
         );
     }
-    if cmd::reachable(&format!("127.0.0.1:{}", args.port)) {
+{% if redis %}    let redis = cmd::address(&args.redis_url, 6379);
+    if !cmd::reachable(&redis) {
+        eprintln!(
+            "warning: Redis is not reachable at {redis}; the API runs without the cache and with \
+             per-replica rate limits until it is (start it with `redis-server --daemonize yes`)"
+        );
+    }
+{% endif %}    if cmd::reachable(&format!("127.0.0.1:{}", args.port)) {
         bail!("port {} is already in use; stop what uses it or pass --port", args.port);
     }
     cmd::run(cmd::cargo().args(["build", "--quiet", "-p", "api", "--bin", "api"]))?;
@@ -38,7 +49,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             .env("LOG_FORMAT", "pretty"),
     )?;
 
-    let mut api = Command::new(&binary)
+    let mut api = Command::new(&binary);
+{% if redis %}    api.env("REDIS_URL", &args.redis_url);
+{% endif %}    let mut api = api
         .env("DATABASE_URL", &args.database_url)
         .env("PORT", args.port.to_string())
         .env("LOG_FORMAT", "pretty")
@@ -51,7 +64,11 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 {% endif %}    places.push(format!("OpenAPI   {base}/openapi.json"));
     places.push(format!("Metrics   {base}/metrics"));
     places.push(format!("Health    {base}/healthz, {base}/readyz"));
-    eprintln!("\nThe platform is up:\n  {}\n\nCtrl-C stops it.\n", places.join("\n  "));
+    eprintln!(
+        "\nThe platform is up:\n  {}\n\nWrites need an API key: {} keys create --name me\nCtrl-C stops it.\n",
+        places.join("\n  "),
+        binary.display()
+    );
     // Ctrl-C reaches the api too (same process group); it drains and exits 0.
     let status = api.wait().context("waiting for the api")?;
     if !status.success() && status.code().is_some() {

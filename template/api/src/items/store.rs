@@ -72,15 +72,19 @@ pub async fn update(
 }
 
 /// Deletes an item if its version is one of `versions` (any when `None`).
-/// Returns whether a row was deleted.
-pub async fn delete(db: impl PgExecutor<'_>, id: Uuid, versions: Option<&[i64]>) -> sqlx::Result<bool> {
-    let result =
-        sqlx::query("DELETE FROM items WHERE id = $1 AND ($2::bigint[] IS NULL OR version = ANY($2))")
-            .bind(id)
-            .bind(versions)
-            .execute(db)
-            .await?;
-    Ok(result.rows_affected() > 0)
+/// Returns the deleted version, or `None` when no row matched.
+pub async fn delete(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    versions: Option<&[i64]>,
+) -> sqlx::Result<Option<i64>> {
+    sqlx::query_scalar(
+        "DELETE FROM items WHERE id = $1 AND ($2::bigint[] IS NULL OR version = ANY($2)) RETURNING version",
+    )
+    .bind(id)
+    .bind(versions)
+    .fetch_optional(db)
+    .await
 }
 
 /// Whether an item exists (to tell 404 from 412 after a conditional write missed).

@@ -31,6 +31,34 @@ pub struct HttpLabels {
     pub http_response_status_code: u16,
 }
 
+/// Labels of the rate-limit decision counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabels {
+    /// The policy (`key`, `ip`, `writes`).
+    pub policy: &'static str,
+    /// `allowed`, `limited` or `unavailable` (failed closed).
+    pub decision: &'static str,
+    /// Which limiter decided: `redis` (shared) or `local` (this replica).
+    pub backend: &'static str,
+}
+
+/// Labels of a rate-limit backend gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendLabels {
+    /// `redis` or `local`.
+    pub backend: &'static str,
+}
+
+{% if redis %}/// Labels of the cache counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    /// Which cache (`items`).
+    pub cache: &'static str,
+    /// Lookups: `hit`, `miss` or `bypass` (Redis unavailable). Fills:
+    /// `stored`, `stale` (a newer version was already there) or `failed`.
+    pub result: &'static str,
+}
+{% endif %}
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// Every metric the api exposes.
@@ -43,7 +71,21 @@ pub struct Metrics {
     pub http_server_active_requests: Gauge,
     /// Times a request gave up waiting for a pooled connection.
     pub db_client_connection_timeouts: Counter,
-}
+    /// Rate-limit decisions per policy, outcome and backend.
+    pub rate_limit_decisions: Family<LimitLabels, Counter>,
+    /// 1 for the limiter that decided last (`redis` or `local`), 0 for the other.
+    pub rate_limit_backend: Family<BackendLabels, Gauge>,
+{% if redis %}    /// The Redis circuit breaker: 0 closed, 1 open, 2 half-open.
+    pub redis_circuit_state: Gauge,
+    /// Cache lookups by result.
+    pub cache_requests: Family<CacheLabels, Counter>,
+    /// Cache fills by result.
+    pub cache_fills: Family<CacheLabels, Counter>,
+    /// Postgres loads made on behalf of the cache (after single flight).
+    pub cache_loads: Counter,
+    /// Invalidations Redis did not take at once, retried in the background.
+    pub cache_invalidations_deferred: Counter,
+{% endif %}}
 
 /// Latency buckets in seconds, from 1 ms to 10 s: the HTTP semantic
 /// conventions' advice with a finer low end, since most answers take < 5 ms.
@@ -78,7 +120,37 @@ impl Metrics {
             "Times a request timed out waiting for a pooled Postgres connection",
             db_client_connection_timeouts.clone(),
         );
+        let rate_limit_decisions = Family::<LimitLabels, Counter>::default();
         registry.register(
+            "rate_limit_decisions",
+            "Rate-limit decisions by policy, decision and backend",
+            rate_limit_decisions.clone(),
+        );
+        let rate_limit_backend = Family::<BackendLabels, Gauge>::default();
+        registry.register(
+            "rate_limit_backend",
+            "1 for the rate limiter in use (redis: shared by all replicas; local: this replica's own)",
+            rate_limit_backend.clone(),
+        );
+{% if redis %}        let redis_circuit_state = Gauge::default();
+        registry.register(
+            "redis_circuit_state",
+            "Redis circuit breaker: 0 closed, 1 open (calls skipped), 2 half-open (probing)",
+            redis_circuit_state.clone(),
+        );
+        let cache_requests = Family::<CacheLabels, Counter>::default();
+        registry.register("cache_requests", "Cache lookups by result", cache_requests.clone());
+        let cache_fills = Family::<CacheLabels, Counter>::default();
+        registry.register("cache_fills", "Cache fills by result", cache_fills.clone());
+        let cache_loads = Counter::default();
+        registry.register("cache_loads", "Postgres loads made to fill the cache", cache_loads.clone());
+        let cache_invalidations_deferred = Counter::default();
+        registry.register(
+            "cache_invalidations_deferred",
+            "Cache invalidations retried in the background because Redis did not take them",
+            cache_invalidations_deferred.clone(),
+        );
+{% endif %}        registry.register(
             "build",
             "Build information",
             Info::new(vec![("version", env!("CARGO_PKG_VERSION")), ("service", "api")]),
@@ -89,6 +161,22 @@ impl Metrics {
             http_server_request_duration,
             http_server_active_requests,
             db_client_connection_timeouts,
+            rate_limit_decisions,
+            rate_limit_backend,
+{% if redis %}            redis_circuit_state,
+            cache_requests,
+            cache_fills,
+            cache_loads,
+            cache_invalidations_deferred,
+{% endif %}        }
+    }
+
+    /// Marks `backend` as the limiter in use.
+    pub fn set_rate_limit_backend(&self, backend: crate::ratelimit::Backend) {
+        use crate::ratelimit::Backend;
+        for other in [Backend::Redis, Backend::Local] {
+            let value = i64::from(other == backend);
+            self.rate_limit_backend.get_or_create(&BackendLabels { backend: other.as_str() }).set(value);
         }
     }
 

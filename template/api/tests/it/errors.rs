@@ -53,9 +53,10 @@ async fn a_body_over_the_limit_is_a_413_whether_its_length_is_declared_or_not() 
     // Chunked: no Content-Length, so only reading the body finds the excess.
     let body = big.to_string();
     let mut stream = tokio::net::TcpStream::connect(app.addr).await.expect("connect");
-    let mut request = String::from(
+    let mut request = format!(
         "POST /v1/items HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\n\
-         transfer-encoding: chunked\r\nconnection: close\r\n\r\n",
+         authorization: Bearer {}\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n",
+        app.key
     );
     for chunk in body.as_bytes().chunks(1000) {
         let _ = write!(request, "{:x}\r\n{}\r\n", chunk.len(), std::str::from_utf8(chunk).expect("ascii"));

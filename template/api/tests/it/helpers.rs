@@ -1,10 +1,11 @@
 //! `spawn_app` and the typed client the tests drive the API with.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use api::{App, Settings};
-use reqwest::header::{CONTENT_TYPE, HeaderMap};
+use api::{App, Config, Settings};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use reqwest::{Method, Response, StatusCode};
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -22,11 +23,16 @@ pub struct TestApp {
     pub app_pool: PgPool,
     /// The proxy between the app and Postgres, when spawned behind one.
     pub proxy: Option<FaultProxy>,
+    /// An API key with every scope; `send` and the typed clients use it.
+    pub key: String,
+    /// The settings the app was built from, for starting replicas.
+    pub settings: Settings,
     client: reqwest::Client,
+    anonymous: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
     // Dropped last: the database outlives every connection to it.
-    _database: TestDatabase,
+    database: Arc<TestDatabase>,
 }
 
 /// Spawns the app with default settings.
@@ -36,16 +42,32 @@ pub async fn spawn_app() -> TestApp {
 
 /// Spawns the app after `tweak` adjusts its settings.
 pub async fn spawn_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
-    spawn(false, tweak).await
+    spawn(false, tweak, |_| {}).await
 }
 
 /// Spawns the app with a [`FaultProxy`] between it and Postgres.
 pub async fn spawn_behind_proxy(tweak: impl FnOnce(&mut Settings)) -> TestApp {
-    spawn(true, tweak).await
+    spawn(true, tweak, |_| {}).await
 }
 
-async fn spawn(proxied: bool, tweak: impl FnOnce(&mut Settings)) -> TestApp {
-    let database = TestDatabase::create(&api::db::MIGRATOR).await.expect("a test database");
+{% if redis %}/// Spawns the app after `tweak` adjusts its settings and `configure` the
+/// validated config (for test hooks that are not settings).
+pub async fn spawn_configured(
+    tweak: impl FnOnce(&mut Settings),
+    configure: impl FnOnce(&mut Config),
+) -> TestApp {
+    spawn(false, tweak, configure).await
+}
+{% endif %}
+/// Limits high enough that tests about something else never meet them.
+const UNLIMITED: &str = "1000000/1s";
+
+async fn spawn(
+    proxied: bool,
+    tweak: impl FnOnce(&mut Settings),
+    configure: impl FnOnce(&mut Config),
+) -> TestApp {
+    let database = Arc::new(TestDatabase::create(&api::db::MIGRATOR).await.expect("a test database"));
     let options = database.options();
     let proxy = if proxied {
         let upstream = tokio::net::lookup_host((options.get_host(), options.get_port()))
@@ -66,8 +88,28 @@ async fn spawn(proxied: bool, tweak: impl FnOnce(&mut Settings)) -> TestApp {
     };
     settings.db_min_connections = "0".into();
     settings.shutdown_grace = "5s".into();
+    settings.rate_limit_key = UNLIMITED.into();
+    settings.rate_limit_ip = UNLIMITED.into();
+    settings.rate_limit_writes = UNLIMITED.into();
+{% if redis %}    settings.redis_url = testkit::services::redis_url().expect("a Redis for the tests");
+    // Each test database is unique, and so is this app's corner of Redis.
+    settings.redis_key_prefix = options.get_database().expect("a database name").to_owned();
+{% endif %}    let direct = PgPool::connect_with(database.options()).await.expect("a direct pool");
+    let (_, key) = api::keys::create(&direct, "tests", api::keys::DEFAULT_SCOPES, None).await.expect("a key");
     tweak(&mut settings);
-    let config = settings.validate().expect("valid test settings");
+    start(settings, configure, database, proxy, direct, key).await
+}
+
+async fn start(
+    settings: Settings,
+    configure: impl FnOnce(&mut Config),
+    database: Arc<TestDatabase>,
+    proxy: Option<FaultProxy>,
+    direct: PgPool,
+    key: String,
+) -> TestApp {
+    let mut config = settings.validate().expect("valid test settings");
+    configure(&mut config);
     let app = App::build(config).await.expect("building the app");
     let addr = app.local_addr();
     let app_pool = app.db().clone();
@@ -75,26 +117,46 @@ async fn spawn(proxied: bool, tweak: impl FnOnce(&mut Settings)) -> TestApp {
     let server = tokio::spawn(app.run_until_stopped(async {
         let _ = rx.await;
     }));
-    let direct = PgPool::connect_with(database.options()).await.expect("a direct pool");
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {key}")).expect("a header"));
     TestApp {
         addr,
         direct,
         app_pool,
         proxy,
-        client: reqwest::Client::builder().no_proxy().build().expect("a client"),
+        key,
+        settings,
+        client: reqwest::Client::builder().no_proxy().default_headers(headers).build().expect("a client"),
+        anonymous: reqwest::Client::builder().no_proxy().build().expect("a client"),
         shutdown: Some(tx),
         server: Some(server),
-        _database: database,
+        database,
     }
 }
 
 impl TestApp {
+    /// Starts another instance over the same database (and Redis prefix),
+    /// as a second replica behind a load balancer would be.
+    pub async fn replica(&self, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+        let mut settings = self.settings.clone();
+        tweak(&mut settings);
+        let direct = PgPool::connect_with(self.database.options()).await.expect("a direct pool");
+        start(settings, |_| {}, self.database.clone(), None, direct, self.key.clone()).await
+    }
+
+{% if redis %}    /// Starts another instance like [`Self::replica`], with a config hook.
+    pub async fn replica_configured(&self, configure: impl FnOnce(&mut Config)) -> TestApp {
+        let direct = PgPool::connect_with(self.database.options()).await.expect("a direct pool");
+        start(self.settings.clone(), configure, self.database.clone(), None, direct, self.key.clone()).await
+    }
+{% endif %}
     /// The absolute URL of `path`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 
-    /// Sends any request; the typed methods below build on this.
+    /// Sends any request with the app's API key (a request's own
+    /// `Authorization` wins); the typed methods below build on this.
     pub async fn send(
         &self,
         method: Method,
@@ -102,7 +164,29 @@ impl TestApp {
         headers: &[(&str, &str)],
         body: Option<&Value>,
     ) -> Response {
-        let mut request = self.client.request(method, self.url(path));
+        self.send_with(&self.client, method, path, headers, body).await
+    }
+
+    /// Sends any request without credentials.
+    pub async fn send_anonymous(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Response {
+        self.send_with(&self.anonymous, method, path, headers, body).await
+    }
+
+    async fn send_with(
+        &self,
+        client: &reqwest::Client,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Response {
+        let mut request = client.request(method, self.url(path));
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
@@ -112,7 +196,8 @@ impl TestApp {
         request.send().await.expect("the request reaches the app")
     }
 
-    /// The underlying HTTP client, for requests the typed methods cannot make.
+    /// The underlying HTTP client (it sends the app's key), for requests
+    /// the typed methods cannot make.
     pub fn client_raw(&self) -> &reqwest::Client {
         &self.client
     }
@@ -216,7 +301,7 @@ impl Items<'_> {
     pub async fn create_ok(&self, name: &str) -> Value {
         let body = match self.version {
             "v1" => json!({"name": name, "price_cents": 1999, "currency": "EUR"}),
-            _ => json!({"name": name, "price": {"amount_minor": 1999, "currency": "EUR"}}),
+{% raw %}            _ => json!({"name": name, "price": {"amount_minor": 1999, "currency": "EUR"}}),{% endraw %}
         };
         let response = self.create(&body).await;
         assert_eq!(response.status(), StatusCode::CREATED);

@@ -1,9 +1,14 @@
 //! The api's integration tests: one binary, real Postgres, each test with
 //! its own database and its own app instance on a free port.
 
-mod errors;
+mod access;
+{% if redis %}mod cache;
+{% endif %}mod errors;
 mod helpers;
 mod items;
 mod middleware;
 mod operations;
-mod resilience;
+{% if redis %}mod redis_failure;
+{% endif %}mod resilience;
+{% if redis %}mod shared_limits;
+{% endif %}

@@ -206,8 +206,42 @@ async fn the_binary_migrates_on_start_logs_json_with_request_spans_and_drains_on
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // The database did not exist: MIGRATE_ON_START created and migrated it.
+    // Writes need a key: `api keys create` prints it, and only it, on stdout.
+    let created_key = api_binary()
+        .args(["keys", "create", "--name", "binary test", "--scopes", "items:write"])
+        .env("DATABASE_URL", &url)
+        .stdout(Stdio::piped())
+        .output()
+        .expect("runs");
+    assert!(created_key.status.success(), "{}", String::from_utf8_lossy(&created_key.stderr));
+    let key = String::from_utf8(created_key.stdout).expect("utf-8").trim().to_owned();
+    assert!(key.starts_with("ak_") && !key.contains(char::is_whitespace), "{key:?}");
+    let prefix = key[..11].to_owned();
+    let listed = api_binary()
+        .args(["keys", "list"])
+        .env("DATABASE_URL", &url)
+        .stdout(Stdio::piped())
+        .output()
+        .expect("runs");
+    let listing = String::from_utf8(listed.stdout).expect("utf-8");
+    assert!(listing.contains(&prefix) && !listing.contains(&key), "{listing}");
+    // The server picks the new key up within API_KEY_REFRESH (1 s).
+    let create = || {
+        client
+            .post(format!("{base}/v1/items"))
+            .bearer_auth(&key)
+            .header("x-request-id", "log-me-123")
+            .json(&serde_json::json!({"name": "Lamp", "price_cents": 1, "currency": "EUR"}))
+            .send()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while create().await.expect("sent").status() == StatusCode::UNAUTHORIZED {
+        assert!(std::time::Instant::now() < deadline, "the new key was never accepted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let created = client
         .post(format!("{base}/v1/items"))
+        .bearer_auth(&key)
         .header("x-request-id", "log-me-123")
         .json(&serde_json::json!({"name": "Lamp", "price_cents": 1, "currency": "EUR"}))
         .send()
@@ -252,10 +286,10 @@ async fn the_binary_migrates_on_start_logs_json_with_request_spans_and_drains_on
 }
 
 #[test]
-fn the_readme_configuration_table_lists_every_setting() {
+fn the_configuration_table_lists_every_setting() {
     use clap::CommandFactory;
-    let doc =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).expect("README.md");
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/configuration.md"))
+        .expect("docs/configuration.md");
     let command = api::Cli::command();
     let variables: Vec<String> = command
         .get_arguments()
@@ -264,9 +298,6 @@ fn the_readme_configuration_table_lists_every_setting() {
         .collect();
     assert!(variables.len() >= 15, "{variables:?}");
     for variable in variables {
-        assert!(
-            doc.contains(&format!("| `{variable}` |")),
-            "README.md's configuration table lacks {variable}"
-        );
+        assert!(doc.contains(&format!("| `{variable}` |")), "docs/configuration.md's table lacks {variable}");
     }
 }

@@ -6,7 +6,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -15,7 +14,7 @@ use uuid::Uuid;
 use crate::error::{ApiError, Problem};
 use crate::http::conditional;
 use crate::http::extract::{Json, Path, Query};
-use crate::items::{self, Field, Item, ItemDraft};
+use crate::items::{self, Field, Item, ItemDraft, Items};
 use crate::routes::items::{self as shape, ListParams};
 use crate::state::AppState;
 
@@ -135,10 +134,10 @@ pub struct ItemPageV1 {
     )
 )]
 pub async fn create_item(
-    State(db): State<PgPool>,
+    State(items): State<Items>,
     Json(input): Json<ItemInputV1>,
 ) -> Result<Response, ApiError> {
-    let item = items::create(&db, input.validate()?).await?;
+    let item = items.create(input.validate()?).await?;
     Ok(shape::created(PREFIX, &item, ItemV1::from(&item)))
 }
 
@@ -153,11 +152,11 @@ pub async fn create_item(
     )
 )]
 pub async fn list_items(
-    State(db): State<PgPool>,
+    State(items): State<Items>,
     Query(params): Query<ListParams>,
 ) -> Result<Response, ApiError> {
     let (after, limit) = params.parse()?;
-    let page = items::list(&db, after, limit).await?;
+    let page = items.list(after, limit).await?;
     Ok(shape::page(PREFIX, limit, &page, |next_cursor| ItemPageV1 {
         items: page.items.iter().map(ItemV1::from).collect(),
         next_cursor,
@@ -176,11 +175,11 @@ pub async fn list_items(
     )
 )]
 pub async fn get_item(
-    State(db): State<PgPool>,
+    State(items): State<Items>,
     Path(id): Path<Uuid>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let item = items::get(&db, id).await?;
+    let item = items.get(id).await?;
     Ok(shape::read(&headers, &item, |i| ItemV1::from(i)))
 }
 
@@ -201,13 +200,13 @@ pub async fn get_item(
     )
 )]
 pub async fn update_item(
-    State(db): State<PgPool>,
+    State(items): State<Items>,
     Path(id): Path<Uuid>,
     headers: HeaderMap,
     Json(input): Json<ItemInputV1>,
 ) -> Result<Response, ApiError> {
     let precondition = conditional::require_if_match(&headers)?;
-    let item = items::update(&db, id, &precondition, input.validate()?).await?;
+    let item = items.update(id, &precondition, input.validate()?).await?;
     Ok(shape::current(&item, ItemV1::from(&item)))
 }
 
@@ -222,10 +221,10 @@ pub async fn update_item(
     )
 )]
 pub async fn delete_item(
-    State(db): State<PgPool>,
+    State(items): State<Items>,
     Path(id): Path<Uuid>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    items::delete(&db, id, &conditional::if_match(&headers)?).await?;
+    items.delete(id, &conditional::if_match(&headers)?).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

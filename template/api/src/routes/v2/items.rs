@@ -8,7 +8,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -17,7 +16,7 @@ use uuid::Uuid;
 use crate::error::{ApiError, Problem};
 use crate::http::conditional;
 use crate::http::extract::{Json, Path, Query};
-use crate::items::{self, Field, Item, ItemDraft};
+use crate::items::{self, Field, Item, ItemDraft, Items};
 use crate::routes::items::{self as shape, ListParams};
 use crate::state::AppState;
 
@@ -141,10 +140,10 @@ pub struct ItemPageV2 {
     )
 )]
 pub async fn create_item(
-    State(db): State<PgPool>,
+    State(items): State<Items>,
     Json(input): Json<ItemInputV2>,
 ) -> Result<Response, ApiError> {
-    let item = items::create(&db, input.validate()?).await?;
+    let item = items.create(input.validate()?).await?;
     Ok(shape::created(PREFIX, &item, ItemV2::from(&item)))
 }
 
@@ -159,11 +158,11 @@ pub async fn create_item(
     )
 )]
 pub async fn list_items(
-    State(db): State<PgPool>,
+    State(items): State<Items>,
     Query(params): Query<ListParams>,
 ) -> Result<Response, ApiError> {
     let (after, limit) = params.parse()?;
-    let page = items::list(&db, after, limit).await?;
+    let page = items.list(after, limit).await?;
     Ok(shape::page(PREFIX, limit, &page, |next_cursor| ItemPageV2 {
         items: page.items.iter().map(ItemV2::from).collect(),
         next_cursor,
@@ -182,11 +181,11 @@ pub async fn list_items(
     )
 )]
 pub async fn get_item(
-    State(db): State<PgPool>,
+    State(items): State<Items>,
     Path(id): Path<Uuid>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let item = items::get(&db, id).await?;
+    let item = items.get(id).await?;
     Ok(shape::read(&headers, &item, |i| ItemV2::from(i)))
 }
 
@@ -207,13 +206,13 @@ pub async fn get_item(
     )
 )]
 pub async fn update_item(
-    State(db): State<PgPool>,
+    State(items): State<Items>,
     Path(id): Path<Uuid>,
     headers: HeaderMap,
     Json(input): Json<ItemInputV2>,
 ) -> Result<Response, ApiError> {
     let precondition = conditional::require_if_match(&headers)?;
-    let item = items::update(&db, id, &precondition, input.validate()?).await?;
+    let item = items.update(id, &precondition, input.validate()?).await?;
     Ok(shape::current(&item, ItemV2::from(&item)))
 }
 
@@ -228,10 +227,10 @@ pub async fn update_item(
     )
 )]
 pub async fn delete_item(
-    State(db): State<PgPool>,
+    State(items): State<Items>,
     Path(id): Path<Uuid>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    items::delete(&db, id, &conditional::if_match(&headers)?).await?;
+    items.delete(id, &conditional::if_match(&headers)?).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -1,13 +1,18 @@
 //! `cargo xtask bench`: the api's throughput and latency as ratios against
-//! bare axum (`loadtest`'s `baseline`), both measured in the same run with
-//! wrk, alternating A B A B so that machine noise hits both alike. Also
-//! reports the release binary's size and the api's resident memory.
+//! bare axum (`loadtest`'s `baseline`), all measured in the same run with
+//! wrk, alternating between targets so that machine noise hits all alike.
+//! The api runs several times over: with the Redis cache, with the cache
+//! off, and without rate limits, so the cache's gain and the limiter's cost
+//! come out of one run. Also reports the release binary's size and the api's
+//! resident memory.
 //!
 //! Numbers from a noisy shared machine are only comparable within a run:
 //! read the ratios, not the absolute requests per second.
 
+use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -19,7 +24,7 @@ use crate::tools::{self, Source, Tool};
 /// Options of `bench`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Rounds of A B; the medians are reported.
+    /// Rounds over every target; the medians are reported.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
     /// Seconds per wrk run.
@@ -35,12 +40,16 @@ pub struct Args {
         default_value = concat!("postgres://postgres@127.0.0.1:5432/", env!("PROJECT_NAME"), "-bench")
     )]
     database_url: String,
-}
+{% if redis %}    /// Redis for the api under test (keys go under their own prefix).
+    #[arg(long, env = "BENCH_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+{% endif %}}
 
 /// One wrk run's figures.
 struct Run {
     requests_per_second: f64,
     p99_ms: f64,
+    mean_ms: f64,
 }
 
 /// Kills a child process when dropped, so a failed bench leaves nothing running.
@@ -53,6 +62,41 @@ impl Drop for Guard {
     }
 }
 
+/// An api instance under test, with the settings that make it differ.
+struct Instance {
+    name: &'static str,
+    port: u16,
+    process: Guard,
+}
+
+/// Limits so high that wrk's single client address is never limited: the
+/// limiter does all its work, and never answers 429.
+const NEVER_LIMITED: &str = "1000000/1s";
+
+fn start_api(
+    binary: &Path,
+    args: &Args,
+    name: &'static str,
+    env: &[(&str, &str)],
+) -> anyhow::Result<Instance> {
+    let port = free_port()?;
+    let mut command = Command::new(binary);
+    command
+        .env("DATABASE_URL", &args.database_url)
+        .env("HOST", "127.0.0.1")
+        .env("PORT", port.to_string())
+        .env("RUST_LOG", "warn")
+        .env("RATE_LIMIT_IP", NEVER_LIMITED)
+        .stdout(Stdio::null());
+{% if redis %}    command
+        .env("REDIS_URL", &args.redis_url)
+        .env("REDIS_KEY_PREFIX", concat!(env!("PROJECT_NAME"), "-bench"));
+{% endif %}    command.envs(env.iter().copied());
+    let process = Guard(command.spawn().with_context(|| format!("starting the api ({name})"))?);
+    wait_ready(port, "/readyz")?;
+    Ok(Instance { name, port, process })
+}
+
 /// Runs the benchmark.
 pub fn run(args: &Args) -> anyhow::Result<()> {
     tools::ensure(&[Tool { binary: "wrk", source: Source::Apt("wrk") }])?;
@@ -60,19 +104,23 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let target = cmd::target_dir();
     let api_binary = target.join("release/api");
     cmd::run(Command::new(&api_binary).arg("migrate").env("DATABASE_URL", &args.database_url))?;
+    let key = Command::new(&api_binary)
+        .args(["keys", "create", "--name", "bench"])
+        .env("DATABASE_URL", &args.database_url)
+        .stderr(Stdio::null())
+        .output()
+        .context("creating an API key")?;
+    ensure!(key.status.success(), "api keys create failed");
+    let key = String::from_utf8(key.stdout)?.trim().to_owned();
 
-    let api_port = free_port()?;
+    let instances = [
+{% if redis %}        start_api(&api_binary, args, "api, Redis cache", &[])?,
+        start_api(&api_binary, args, "api, cache off", &[("CACHE_TTL", "0s")])?,
+        start_api(&api_binary, args, "api, Redis cache, no limits", &[("RATE_LIMIT_IP", "off")])?,
+{% endif %}{% unless redis %}        start_api(&api_binary, args, "api", &[])?,
+        start_api(&api_binary, args, "api, no limits", &[("RATE_LIMIT_IP", "off")])?,
+{% endunless %}    ];
     let baseline_port = free_port()?;
-    let api = Guard(
-        Command::new(&api_binary)
-            .env("DATABASE_URL", &args.database_url)
-            .env("HOST", "127.0.0.1")
-            .env("PORT", api_port.to_string())
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .context("starting the api")?,
-    );
     let _baseline = Guard(
         Command::new(target.join("release/baseline"))
             .env("PORT", baseline_port.to_string())
@@ -80,45 +128,69 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             .spawn()
             .context("starting the baseline")?,
     );
-    wait_ready(api_port, "/readyz")?;
     wait_ready(baseline_port, "/json")?;
 
     let (status, created) = http(
-        api_port,
+        instances[0].port,
         "POST",
         "/v1/items",
+        Some(&key),
         Some(r#"{"name":"Desk lamp","price_cents":1999,"currency":"EUR"}"#),
     )?;
     ensure!(status == 201, "creating the benchmark item answered {status}: {created}");
     let id = created.split("\"id\":\"").nth(1).and_then(|s| s.split('"').next()).context("the item id")?;
-    let a = format!("http://127.0.0.1:{api_port}/v1/items/{id}");
-    let b = format!("http://127.0.0.1:{baseline_port}/json");
-    let idle_rss = rss_kib(api.0.id())?;
+    let idle_rss = rss_kib(instances[0].process.0.id())?;
 
-    let mut runs_a = Vec::new();
-    let mut runs_b = Vec::new();
+    let mut targets: Vec<(&str, String)> =
+        instances.iter().map(|i| (i.name, format!("http://127.0.0.1:{}/v1/items/{id}", i.port))).collect();
+    targets.push(("bare axum", format!("http://127.0.0.1:{baseline_port}/json")));
+    let mut runs: Vec<Vec<Run>> = targets.iter().map(|_| Vec::new()).collect();
     for round in 1..=args.rounds {
-        runs_a.push(wrk(&a, args)?);
-        runs_b.push(wrk(&b, args)?);
-        eprintln!(
-            "round {round}: api {:.0} req/s (p99 {:.2} ms)   baseline {:.0} req/s (p99 {:.2} ms)",
-            runs_a[round - 1].requests_per_second,
-            runs_a[round - 1].p99_ms,
-            runs_b[round - 1].requests_per_second,
-            runs_b[round - 1].p99_ms
-        );
+        let mut line = format!("round {round}:");
+        for ((name, url), runs) in targets.iter().zip(&mut runs) {
+            let run = wrk(url, args)?;
+            let _ = write!(line, "  {name} {:.0} req/s (p99 {:.2} ms)", run.requests_per_second, run.p99_ms);
+            runs.push(run);
+        }
+        eprintln!("{line}");
     }
-    let loaded_rss = rss_kib(api.0.id())?;
-    let (rps_a, p99_a) = medians(&runs_a);
-    let (rps_b, p99_b) = medians(&runs_b);
+    let loaded_rss = rss_kib(instances[0].process.0.id())?;
     let size = std::fs::metadata(&api_binary)?.len();
     println!(
-        "GET /v1/items/{{id}} (api, Postgres-backed) vs GET /json (bare axum), wrk -t2 -c{} -d{}s, {} rounds",
+{% raw %}        "GET /v1/items/{{id}} (anonymous, limited by the ip policy, never refused) against GET /json on bare axum; \{% endraw %}
+         wrk -t2 -c{} -d{}s, {} rounds alternating, medians",
         args.connections, args.seconds, args.rounds
     );
-    println!("  api       median {rps_a:>9.0} req/s   p99 {p99_a:>7.2} ms");
-    println!("  baseline  median {rps_b:>9.0} req/s   p99 {p99_b:>7.2} ms");
-    println!("  ratio api/baseline = {:.3}", rps_a / rps_b);
+    let baseline =
+        median(runs.last().map(|r| r.iter().map(|r| r.requests_per_second).collect()).unwrap_or_default());
+    let medians: Vec<(f64, f64, f64)> = runs
+        .iter()
+        .map(|r| {
+            (
+                median(r.iter().map(|r| r.requests_per_second).collect()),
+                median(r.iter().map(|r| r.p99_ms).collect()),
+                median(r.iter().map(|r| r.mean_ms).collect()),
+            )
+        })
+        .collect();
+    for ((name, _), (rps, p99, mean)) in targets.iter().zip(&medians) {
+        println!(
+            "  {name:<30} {rps:>9.0} req/s   mean {mean:>6.2} ms   p99 {p99:>7.2} ms   ratio to bare axum {:.3}",
+            rps / baseline
+        );
+    }
+    // The limiter's cost: the same cached GET with and without it. At
+    // saturation, 1/throughput is the machine time one request takes.
+    let (limited, unlimited) = (medians[0].0, medians[instances.len() - 1].0);
+    println!(
+        "  limiter overhead: {:.1} µs of machine time per request ({:.0} vs {:.0} req/s), \
+         mean latency {:+.2} ms at {} connections",
+        (1.0 / limited - 1.0 / unlimited) * 1e6,
+        limited,
+        unlimited,
+        medians[0].2 - medians[instances.len() - 1].2,
+        args.connections
+    );
     println!("  api RSS: idle {idle_rss} KiB, after load {loaded_rss} KiB");
     println!("  api release binary: {} KiB", size / 1024);
     Ok(())
@@ -132,6 +204,11 @@ fn wrk(url: &str, args: &Args) -> anyhow::Result<Run> {
     let text = String::from_utf8_lossy(&output.stdout);
     ensure!(output.status.success(), "wrk failed: {text}");
     ensure!(!text.contains("Non-2xx") && !text.contains("Socket errors"), "errors under load:\n{text}");
+    let mean_ms = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Latency"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .context("wrk printed no mean latency")?;
     let requests_per_second = text
         .lines()
         .find_map(|l| l.strip_prefix("Requests/sec:"))
@@ -142,7 +219,7 @@ fn wrk(url: &str, args: &Args) -> anyhow::Result<Run> {
         .find_map(|l| l.trim().strip_prefix("99%"))
         .map(str::trim)
         .context("wrk printed no 99th percentile")?;
-    Ok(Run { requests_per_second, p99_ms: milliseconds(p99)? })
+    Ok(Run { requests_per_second, p99_ms: milliseconds(p99)?, mean_ms: milliseconds(mean_ms)? })
 }
 
 /// wrk's latency units: `us`, `ms`, `s`.
@@ -159,16 +236,14 @@ fn milliseconds(value: &str) -> anyhow::Result<f64> {
     Ok(number.parse::<f64>()? * scale)
 }
 
-fn medians(runs: &[Run]) -> (f64, f64) {
-    let median = |mut values: Vec<f64>| {
-        values.sort_by(f64::total_cmp);
-        let n = values.len();
-        if n % 2 == 1 { values[n / 2] } else { f64::midpoint(values[n / 2 - 1], values[n / 2]) }
-    };
-    (
-        median(runs.iter().map(|r| r.requests_per_second).collect()),
-        median(runs.iter().map(|r| r.p99_ms).collect()),
-    )
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => f64::NAN,
+        _ if n % 2 == 1 => values[n / 2],
+        _ => f64::midpoint(values[n / 2 - 1], values[n / 2]),
+    }
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -178,7 +253,7 @@ fn free_port() -> anyhow::Result<u16> {
 fn wait_ready(port: u16, path: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
-        if matches!(http(port, "GET", path, None), Ok((200, _))) {
+        if matches!(http(port, "GET", path, None, None), Ok((200, _))) {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -187,14 +262,21 @@ fn wait_ready(port: u16, path: &str) -> anyhow::Result<()> {
 }
 
 /// A minimal HTTP/1.1 exchange (xtask has no HTTP client, and needs none).
-fn http(port: u16, method: &str, path: &str, body: Option<&str>) -> anyhow::Result<(u16, String)> {
+fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: Option<&str>,
+) -> anyhow::Result<(u16, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     let body = body.unwrap_or_default();
+    let authorization = key.map(|k| format!("authorization: Bearer {k}\r\n")).unwrap_or_default();
     write!(
         stream,
         "{method} {path} HTTP/1.1\r\nhost: bench\r\nconnection: close\r\ncontent-type: application/json\r\n\
-         content-length: {}\r\n\r\n{body}",
+         {authorization}content-length: {}\r\n\r\n{body}",
         body.len()
     )?;
     let mut response = String::new();

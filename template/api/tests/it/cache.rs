@@ -163,3 +163,28 @@ async fn the_cache_can_be_turned_off() {
     assert_eq!(sample(&metrics, "cache_loads_total"), Some(0.0), "{metrics}");
     assert!(!metrics.contains("cache_requests_total{"), "no lookups at all: {metrics}");
 }
+
+#[tokio::test]
+async fn an_unreadable_entry_is_a_miss_and_gets_replaced() {
+    let app = spawn_app().await;
+    let id = app.items("v1").create_ok("Lamp").await["id"].as_str().expect("id").to_owned();
+    let key = format!("{}:item:{id}", app.settings.redis_key_prefix);
+    let redis = redis::Client::open(app.settings.redis_url.as_str()).expect("a Redis URL");
+    let mut conn = redis.get_multiplexed_async_connection().await.expect("Redis");
+    // What an older, incompatible build might have left behind.
+    let () = redis::cmd("HSET")
+        .arg(&key)
+        .arg("v")
+        .arg(1)
+        .arg("d")
+        .arg("{not json")
+        .query_async(&mut conn)
+        .await
+        .expect("HSET");
+    let (status, body) = get(&app, &id).await;
+    assert_eq!((status, body["name"].as_str()), (StatusCode::OK, Some("Lamp")));
+    let (_, payload): (Option<i64>, Option<String>) =
+        redis::cmd("HMGET").arg(&key).arg("v").arg("d").query_async(&mut conn).await.expect("HMGET");
+    let cached: Value = serde_json::from_str(&payload.expect("refilled")).expect("a readable entry again");
+    assert_eq!(cached["name"], "Lamp");
+}

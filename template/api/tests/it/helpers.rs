@@ -9,7 +9,7 @@ use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use reqwest::{Method, Response, StatusCode};
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use testkit::{FaultProxy, TestDatabase};
+use testkit::{FaultProxy, Mode, TestDatabase};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -42,12 +42,18 @@ pub async fn spawn_app() -> TestApp {
 
 /// Spawns the app after `tweak` adjusts its settings.
 pub async fn spawn_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
-    spawn(false, tweak, |_| {}).await
+    spawn(None, tweak, |_| {}).await
 }
 
 /// Spawns the app with a [`FaultProxy`] between it and Postgres.
 pub async fn spawn_behind_proxy(tweak: impl FnOnce(&mut Settings)) -> TestApp {
-    spawn(true, tweak, |_| {}).await
+    spawn(Some(Mode::Pass), tweak, |_| {}).await
+}
+
+/// Spawns the app behind a [`FaultProxy`] that is already in `mode` when
+/// the app starts (to start it while Postgres is unreachable, say).
+pub async fn spawn_behind_proxy_in(mode: Mode, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn(Some(mode), tweak, |_| {}).await
 }
 
 {% if redis %}/// Spawns the app after `tweak` adjusts its settings and `configure` the
@@ -56,28 +62,31 @@ pub async fn spawn_configured(
     tweak: impl FnOnce(&mut Settings),
     configure: impl FnOnce(&mut Config),
 ) -> TestApp {
-    spawn(false, tweak, configure).await
+    spawn(None, tweak, configure).await
 }
 {% endif %}
 /// Limits high enough that tests about something else never meet them.
 const UNLIMITED: &str = "1000000/1s";
 
 async fn spawn(
-    proxied: bool,
+    proxied: Option<Mode>,
     tweak: impl FnOnce(&mut Settings),
     configure: impl FnOnce(&mut Config),
 ) -> TestApp {
     let database = Arc::new(TestDatabase::create(&api::db::MIGRATOR).await.expect("a test database"));
     let options = database.options();
-    let proxy = if proxied {
-        let upstream = tokio::net::lookup_host((options.get_host(), options.get_port()))
-            .await
-            .expect("resolving Postgres")
-            .next()
-            .expect("an address for Postgres");
-        Some(FaultProxy::start(upstream).await.expect("starting the proxy"))
-    } else {
-        None
+    let proxy = match proxied {
+        Some(mode) => {
+            let upstream = tokio::net::lookup_host((options.get_host(), options.get_port()))
+                .await
+                .expect("resolving Postgres")
+                .next()
+                .expect("an address for Postgres");
+            let proxy = FaultProxy::start(upstream).await.expect("starting the proxy");
+            proxy.set_mode(mode);
+            Some(proxy)
+        }
+        None => None,
     };
     let mut settings = Settings::defaults();
     settings.host = "127.0.0.1".into();

@@ -150,6 +150,23 @@ fn the_binary_reports_every_configuration_problem_at_once_and_exits_2() {
     }
 }
 
+#[test]
+fn bad_key_options_are_refused_before_anything_connects_and_exit_2() {
+    let output = api_binary()
+        .args(["keys", "create", "--name", "", "--scopes", "items:delete", "--rate", "lots"])
+        // Nothing listens here: the refusal must come before any connection.
+        .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/nothing")
+        .stdout(Stdio::piped())
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(output.stdout.is_empty(), "no key may be printed");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for part in ["--name", "items:delete", "--rate"] {
+        assert!(stderr.contains(part), "{part}: {stderr}");
+    }
+}
+
 /// A database name nobody has created yet on the test Postgres, and the
 /// admin URL to drop it with afterwards.
 fn uncreated_database() -> (String, String, String) {

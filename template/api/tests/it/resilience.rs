@@ -8,7 +8,8 @@ use serde_json::json;
 use testkit::Mode;
 
 use crate::helpers::{
-    assert_problem, header, lock_item, sample, spawn_behind_proxy, spawn_with, wait_for_lock_waiter,
+    assert_problem, header, lock_item, sample, spawn_behind_proxy, spawn_behind_proxy_in, spawn_with,
+    wait_for_lock_waiter,
 };
 
 #[tokio::test]
@@ -105,4 +106,20 @@ async fn shutdown_turns_readiness_off_then_lets_the_in_flight_request_finish() {
     assert_eq!(name, "Renamed during shutdown");
     let refused = reqwest::Client::new().get(app.url("/healthz")).send().await;
     assert!(refused.is_err(), "the listener is closed after shutdown");
+}
+
+#[tokio::test]
+async fn an_instance_started_without_postgres_answers_keyed_requests_503_until_it_loads_the_keys() {
+    let app = spawn_behind_proxy_in(Mode::Refuse, |s| s.db_acquire_timeout = "500ms".into()).await;
+    let keyed = app.items("v1").list("").await;
+    // Not 401: the key may well be valid; the instance cannot tell yet.
+    assert!(keyed.headers().contains_key("retry-after"));
+    let body = assert_problem(keyed, StatusCode::SERVICE_UNAVAILABLE, "not_ready").await;
+    assert!(body["detail"].as_str().is_some_and(|d| d.contains("API keys")), "{body}");
+
+    app.proxy.as_ref().expect("proxy").set_mode(Mode::Pass);
+    app.wait_until("the keys load once Postgres answers", || async {
+        app.items("v1").list("").await.status() == StatusCode::OK
+    })
+    .await;
 }

@@ -23,7 +23,7 @@ async fn main() -> ExitCode {
         eprintln!("invalid key: {err}");
         return ExitCode::from(2);
     }
-    api::telemetry::init(config.log_format);
+    api::telemetry::init(config.log_format, matches!(cli.command, Some(Command::Keys(_))));
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config).await,
         Command::Migrate => api::db::migrate(&config.database).await,

@@ -165,6 +165,19 @@ fn bad_key_options_are_refused_before_anything_connects_and_exit_2() {
     for part in ["--name", "items:delete", "--rate"] {
         assert!(stderr.contains(part), "{part}: {stderr}");
     }
+
+    // Valid options, unreachable database: a failure, logged to stderr, so
+    // `KEY=$(api keys create …)` never captures a log line as the key.
+    let output = api_binary()
+        .args(["keys", "create", "--name", "ci"])
+        .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/nothing")
+        .env("DB_ACQUIRE_TIMEOUT", "1s")
+        .stdout(Stdio::piped())
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(1));
+    assert!(output.stdout.is_empty(), "stdout: {}", String::from_utf8_lossy(&output.stdout));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("storing the key"));
 }
 
 /// A database name nobody has created yet on the test Postgres, and the

@@ -20,7 +20,7 @@ use anyhow::Context;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use secrecy::ExposeSecret;
 
-pub use breaker::{Breaker, CircuitState};
+pub use breaker::Breaker;
 
 use crate::config::RedisConfig;
 use crate::telemetry::metrics::Metrics;
@@ -110,10 +110,5 @@ impl Redis {
                 Err(Unavailable::TimedOut)
             }
         }
-    }
-
-    /// The breaker's state, for readiness details and tests.
-    pub fn circuit(&self) -> CircuitState {
-        self.breaker.state()
     }
 }

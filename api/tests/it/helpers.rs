@@ -239,6 +239,13 @@ impl TestApp {
         response.text().await.expect("metrics text")
     }
 
+    // @template if redis
+    /// Item cache hits so far, from `/metrics`.
+    pub async fn cache_hits(&self) -> f64 {
+        sample(&self.metrics().await, "cache_requests_total{cache=\"items\",result=\"hit\"}").unwrap_or(0.0)
+    }
+    // @template endif
+
     /// `GET /openapi.json`.
     pub async fn openapi(&self) -> Value {
         let response = self.send(Method::GET, "/openapi.json", &[], None).await;

@@ -273,14 +273,7 @@ async fn the_binary_migrates_on_start_logs_json_with_request_spans_and_drains_on
         assert!(std::time::Instant::now() < deadline, "the new key was never accepted");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let created = client
-        .post(format!("{base}/v1/items"))
-        .bearer_auth(&key)
-        .header("x-request-id", "log-me-123")
-        .json(&serde_json::json!({"name": "Lamp", "price_cents": 1, "currency": "EUR"}))
-        .send()
-        .await
-        .expect("sent");
+    let created = create().await.expect("sent");
     assert_eq!(created.status(), StatusCode::CREATED);
 
     let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");

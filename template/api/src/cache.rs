@@ -118,11 +118,9 @@ impl ItemCache {
 
     /// An item, from the cache when it is there.
     pub async fn get(&self, db: &PgPool, id: Uuid) -> Result<Option<Item>, ApiError> {
-        if self.is_pending(id) {
-            self.count("bypass");
-            return store::find(db, id).await.map_err(ApiError::from);
-        }
-        let floor = match self.lookup(id).await {
+        // An invalidation Redis has not taken yet: the entry may be stale.
+        let lookup = if self.is_pending(id) { Lookup::Unavailable } else { self.lookup(id).await };
+        let floor = match lookup {
             Lookup::Hit(item) => {
                 self.count("hit");
                 return Ok(Some(item));

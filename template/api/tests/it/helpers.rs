@@ -233,6 +233,11 @@ impl TestApp {
         response.text().await.expect("metrics text")
     }
 
+{% if redis %}    /// Item cache hits so far, from `/metrics`.
+    pub async fn cache_hits(&self) -> f64 {
+        sample(&self.metrics().await, "cache_requests_total{cache=\"items\",result=\"hit\"}").unwrap_or(0.0)
+    }
+{% endif %}
     /// `GET /openapi.json`.
     pub async fn openapi(&self) -> Value {
         let response = self.send(Method::GET, "/openapi.json", &[], None).await;

@@ -16,10 +16,6 @@ async fn metric(app: &TestApp, series: &str) -> Option<f64> {
     sample(&app.metrics().await, series)
 }
 
-async fn hits(app: &TestApp) -> f64 {
-    metric(app, "cache_requests_total{cache=\"items\",result=\"hit\"}").await.unwrap_or(0.0)
-}
-
 async fn backend(app: &TestApp, name: &str) -> bool {
     metric(app, &format!("rate_limit_backend{{backend=\"{name}\"}}")).await == Some(1.0)
 }
@@ -41,9 +37,9 @@ async fn traffic_succeeds(app: &TestApp, id: &str) {
 async fn wait_for_recovery(app: &TestApp, id: &str) -> Duration {
     let started = tokio::time::Instant::now();
     app.wait_until("the cache and the shared limiter are back", || async {
-        let before = hits(app).await;
+        let before = app.cache_hits().await;
         app.items("v1").get(id, &[]).await;
-        hits(app).await > before && backend(app, "redis").await
+        app.cache_hits().await > before && backend(app, "redis").await
     })
     .await;
     started.elapsed()
@@ -65,7 +61,7 @@ async fn a_killed_redis_costs_no_errors_fails_open_or_closed_as_configured_and_r
     let id = open.items("v1").create_ok("Lamp").await["id"].as_str().expect("id").to_owned();
     open.items("v1").get(&id, &[]).await;
     open.items("v1").get(&id, &[]).await;
-    assert!(hits(&open).await >= 1.0);
+    assert!(open.cache_hits().await >= 1.0);
     assert!(backend(&open, "redis").await);
 
     redis.kill();
@@ -110,7 +106,7 @@ async fn a_slow_redis_is_cut_off_by_the_timeout_and_the_breaker_and_recovers() {
     let id = app.items("v1").create_ok("Lamp").await["id"].as_str().expect("id").to_owned();
     app.items("v1").get(&id, &[]).await;
     app.items("v1").get(&id, &[]).await;
-    assert!(hits(&app).await >= 1.0);
+    assert!(app.cache_hits().await >= 1.0);
 
     // Far slower than REDIS_TIMEOUT (50 ms): every call would time out.
     proxy.set_mode(Mode::Delay(Duration::from_millis(400)));

@@ -14,6 +14,9 @@ use axum::Router;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
+// @template if worker
+use tokio::sync::Notify;
+// @template endif
 
 // @template if redis
 use crate::cache::ItemCache;
@@ -21,6 +24,10 @@ use crate::cache::ItemCache;
 use crate::config::Config;
 use crate::http::access::Access;
 use crate::items::Items;
+// @template if worker
+use crate::jobs::Jobs;
+use crate::jobs::relay::Relay;
+// @template endif
 use crate::keys::KeyRing;
 use crate::ratelimit::Limiter;
 // @template if redis
@@ -39,6 +46,9 @@ pub struct App {
     router: Router,
     state: AppState,
     config: Config,
+    // @template if worker
+    relay_wake: Arc<Notify>,
+    // @template endif
 }
 
 impl App {
@@ -79,11 +89,32 @@ impl App {
             trusted_proxies: config.access.trusted_proxies.clone(),
             public_max_age: config.access.public_max_age,
         });
-        let state = AppState { db, items, access, metrics, lifecycle: Lifecycle::default() };
+        // @template if worker
+        let relay_wake = Arc::new(Notify::new());
+        let jobs = Jobs::new(db.clone(), relay_wake.clone());
+        // @template endif
+        let state = AppState {
+            db,
+            items,
+            // @template if worker
+            jobs,
+            // @template endif
+            access,
+            metrics,
+            lifecycle: Lifecycle::default(),
+        };
         let router = routes::router(state.clone(), &config);
         let listener =
             TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
-        Ok(Self { listener, router, state, config })
+        Ok(Self {
+            listener,
+            router,
+            state,
+            config,
+            // @template if worker
+            relay_wake,
+            // @template endif
+        })
     }
 
     /// The bound address (with the real port when 0 was asked for).
@@ -105,7 +136,18 @@ impl App {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let Self { listener, router, state, config } = self;
+        // @template if worker
+        let Self { listener, router, state, config, relay_wake } = self;
+        // The relay starts with serving and stops after the drain; stopping
+        // it mid-pass is safe (see `jobs::relay`).
+        let relay = config
+            .relay
+            .clone()
+            .map(|relay| Relay::spawn(state.db.clone(), relay, relay_wake, state.metrics.clone()));
+        // @template endif
+        // @template if not worker
+        // let Self { listener, router, state, config } = self;
+        // @template endif
         tracing::info!(address = %listener.local_addr()?, "serving HTTP");
         let lifecycle = state.lifecycle.clone();
         let (closed_tx, closed_rx) = oneshot::channel();
@@ -132,6 +174,11 @@ impl App {
             result = serving => result.context("serving HTTP")?,
             () = grace_expired => tracing::warn!("shutdown grace expired; abandoning in-flight requests"),
         }
+        // @template if worker
+        if let Some(relay) = relay {
+            relay.abort();
+        }
+        // @template endif
         if tokio::time::timeout(POOL_CLOSE_TIMEOUT, state.db.close()).await.is_err() {
             tracing::warn!("the database pool did not close in time");
         }

@@ -19,6 +19,9 @@ use ipnet::IpNet;
 use secrecy::SecretString;
 use sqlx::postgres::PgConnectOptions;
 
+// @template if worker
+use crate::jobs::relay::RelayConfig;
+// @template endif
 use crate::ratelimit::{Policies, Policy, Rate};
 use crate::versioning::{Deprecation, Deprecations};
 
@@ -162,6 +165,34 @@ pub struct Settings {
     #[arg(long, env = "RATE_LIMIT_FAIL_CLOSED", default_value = "", global = true)]
     pub rate_limit_fail_closed: String,
     // @template endif
+    // @template if worker
+    /// RabbitMQ URL the outbox relay publishes jobs to. Its `heartbeat`
+    /// query parameter (seconds) sets how fast a dead link is noticed
+    /// (default 10). Empty runs no relay in this replica: jobs wait in the
+    /// outbox for a replica that has one.
+    #[arg(
+        long,
+        env = "AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        hide_env_values = true,
+        global = true
+    )]
+    pub amqp_url: String,
+    /// Prefix of every queue and exchange name; the worker must use the same.
+    #[arg(long, env = "AMQP_QUEUE_PREFIX", default_value = env!("PROJECT_NAME"), global = true)]
+    pub amqp_queue_prefix: String,
+    /// Longest wait between outbox passes. A replica's own jobs are relayed
+    /// at once; this bounds the delay for other replicas' jobs and retries.
+    #[arg(long, env = "OUTBOX_POLL", default_value = "500ms", global = true)]
+    pub outbox_poll: String,
+    /// Outbox rows published per pass (and per transaction).
+    #[arg(long, env = "OUTBOX_BATCH", default_value = "100", global = true)]
+    pub outbox_batch: String,
+    /// How long RabbitMQ may take to confirm a batch before its unconfirmed
+    /// rows are retried and the connection is rebuilt.
+    #[arg(long, env = "OUTBOX_CONFIRM_TIMEOUT", default_value = "5s", global = true)]
+    pub outbox_confirm_timeout: String,
+    // @template endif
     /// `Cache-Control: public, max-age` for anonymous reads, which any cache
     /// (NGINX, a CDN, the browser) may then store; `0s` sends none.
     #[arg(long, env = "HTTP_CACHE_MAX_AGE", default_value = "5s", global = true)]
@@ -226,6 +257,10 @@ pub struct Config {
     /// Test hook, not a setting: a random pause up to this long between a
     /// cache miss's Postgres read and its cache fill.
     pub cache_fill_delay: Option<Duration>,
+    // @template endif
+    // @template if worker
+    /// The outbox relay; `None` when AMQP_URL is empty.
+    pub relay: Option<RelayConfig>,
     // @template endif
 }
 
@@ -412,6 +447,29 @@ impl Settings {
         }
         let fail_closed = fail_closed.unwrap_or_default();
         // @template endif
+        // @template if worker
+        let amqp_url = p.parse("AMQP_URL", &self.amqp_url, |raw| {
+            if raw.is_empty() {
+                return Ok(None);
+            }
+            jobs::broker::validate_url(raw).map(|()| Some(SecretString::from(raw.to_owned())))
+        });
+        let outbox_poll = p.parse("OUTBOX_POLL", &self.outbox_poll, duration);
+        let outbox_batch = p.parse("OUTBOX_BATCH", &self.outbox_batch, u32::from_str);
+        let outbox_confirm_timeout =
+            p.parse("OUTBOX_CONFIRM_TIMEOUT", &self.outbox_confirm_timeout, duration);
+        p.check(!self.amqp_queue_prefix.trim().is_empty(), || {
+            "AMQP_QUEUE_PREFIX must not be empty".to_owned()
+        });
+        p.check(outbox_batch.is_none_or(|b| (1..=10_000).contains(&b)), || {
+            "OUTBOX_BATCH must be between 1 and 10000".to_owned()
+        });
+        for (name, value) in
+            [("OUTBOX_POLL", outbox_poll), ("OUTBOX_CONFIRM_TIMEOUT", outbox_confirm_timeout)]
+        {
+            p.check(value.is_none_or(|d| !d.is_zero()), || format!("{name} must be more than zero"));
+        }
+        // @template endif
         // @template if not redis
         // let fail_closed: Vec<String> = Vec::new();
         // @template endif
@@ -507,6 +565,16 @@ impl Settings {
             }),
             cache_ttl: some(cache_ttl),
             cache_fill_delay: None,
+            // @template endif
+            // @template if worker
+            relay: amqp_url.flatten().map(|url| RelayConfig {
+                url,
+                topology: jobs::Topology::new(self.amqp_queue_prefix.trim()),
+                poll: some(outbox_poll),
+                batch: outbox_batch.unwrap_or(1),
+                confirm_timeout: some(outbox_confirm_timeout),
+                crash_after_confirm: None,
+            }),
             // @template endif
         })
     }

@@ -31,7 +31,12 @@ use crate::ratelimit::Rate;
 const KEY_START: &str = "ak_";
 
 /// The scopes a new key gets unless told otherwise.
-pub const DEFAULT_SCOPES: &str = "items:read,items:write";
+// @template if worker
+pub const DEFAULT_SCOPES: &str = "items:read,items:write,jobs:read,jobs:write";
+// @template endif
+// @template if not worker
+// pub const DEFAULT_SCOPES: &str = "items:read,items:write";
+// @template endif
 
 /// An active key, as a replica knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,6 +10,9 @@ pub mod db;
 pub mod error;
 pub mod http;
 pub mod items;
+// @template if worker
+pub mod jobs;
+// @template endif
 pub mod keys;
 pub mod ratelimit;
 // @template if redis

@@ -33,6 +33,9 @@ use crate::versioning::{Deprecations, announce_deprecation};
     ),
     tags(
         (name = "items", description = "The items resource"),
+        // @template if worker
+        (name = "jobs", description = "Asynchronous jobs: 202 Accepted, then poll"),
+        // @template endif
         (name = "operations", description = "Health, readiness and metrics"),
     )
 )]

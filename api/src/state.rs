@@ -10,6 +10,9 @@ use sqlx::PgPool;
 
 use crate::http::access::Access;
 use crate::items::Items;
+// @template if worker
+use crate::jobs::Jobs;
+// @template endif
 use crate::telemetry::metrics::Metrics;
 
 /// Shared state of one app instance.
@@ -19,6 +22,10 @@ pub struct AppState {
     pub db: PgPool,
     /// Items storage (Postgres, and the cache in front of it).
     pub items: Items,
+    // @template if worker
+    /// Job submission and status.
+    pub jobs: Jobs,
+    // @template endif
     /// API keys, rate limits and cache policy.
     pub access: Arc<Access>,
     /// The metrics registry.

@@ -6,10 +6,14 @@
 //! [`TestDatabase`] gives each test its own migrated database, and
 //! [`FaultProxy`] stands between the code under test and a service so a test
 //! can make that service vanish or slow down without touching the shared
-//! instance, and `RedisServer` is a Redis a test may kill outright.
+//! instance, and `RedisServer` and `RabbitServer` are a Redis and a
+//! RabbitMQ node a test may kill outright.
 
 mod database;
 mod proxy;
+// @template if worker
+mod rabbit_server;
+// @template endif
 // @template if redis
 mod redis_server;
 // @template endif
@@ -17,6 +21,9 @@ pub mod services;
 
 pub use database::TestDatabase;
 pub use proxy::{FaultProxy, Mode};
+// @template if worker
+pub use rabbit_server::RabbitServer;
+// @template endif
 // @template if redis
 pub use redis_server::RedisServer;
 // @template endif

@@ -21,6 +21,9 @@ const POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 // @template if redis
 const REDIS: &str = "redis://127.0.0.1:6379";
 // @template endif
+// @template if worker
+const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+// @template endif
 
 /// Runs every check; stops at the first failure.
 pub fn run(args: &Args) -> anyhow::Result<()> {
@@ -36,6 +39,14 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let redis = cmd::address(&redis_url, 6379);
     if !cmd::reachable(&redis) {
         bail!("Redis is not reachable at {redis}; start it (see .ci/run) or set REDIS_URL");
+    }
+    // @template endif
+    // @template if worker
+    // Tests share this RabbitMQ, each under its own queue prefix.
+    let amqp_url = std::env::var("AMQP_URL").unwrap_or_else(|_| AMQP.to_owned());
+    let amqp = cmd::address(&amqp_url, 5672);
+    if !cmd::reachable(&amqp) {
+        bail!("RabbitMQ is not reachable at {amqp}; start it (see .ci/run) or set AMQP_URL");
     }
     // @template endif
     if !args.tests_only {
@@ -63,6 +74,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     // @template if redis
     tests.env("REDIS_URL", &redis_url);
     // @template endif
+    // @template if worker
+    tests.env("AMQP_URL", &amqp_url);
+    // @template endif
     cmd::run(&mut tests)?;
     // @template if repo
     // The generator: template/ must match the root, and every generated
@@ -72,7 +86,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         cmd::cargo()
             .args(["xtask", "generated"])
             .env("DATABASE_URL", &database_url)
-            .env("REDIS_URL", &redis_url),
+            .env("REDIS_URL", &redis_url)
+            .env("AMQP_URL", &amqp_url),
     )?;
     // @template endif
     Ok(())

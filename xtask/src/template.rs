@@ -62,6 +62,21 @@ pub const OPTIONS: &[Opt] = &[
             "testkit/src/redis_server.rs",
         ],
     },
+    Opt {
+        name: "worker",
+        prompt: "Offload slow work to a RabbitMQ worker (202 Accepted jobs with a transactional outbox)?",
+        ignore_when_off: &[
+            "jobs",
+            "worker",
+            "api/migrations/20261128000003_jobs.sql",
+            "api/src/jobs.rs",
+            "api/src/jobs",
+            "api/src/routes/v1/jobs.rs",
+            "api/tests/it/jobs.rs",
+            "docs/jobs.md",
+            "testkit/src/rabbit_server.rs",
+        ],
+    },
 ];
 
 /// Root paths that only this repository needs (prefixes ending in `/` are folders).

@@ -1,6 +1,9 @@
 //! Version 1 of the API.
 
 pub mod items;
+// @template if worker
+pub mod jobs;
+// @template endif
 
 use utoipa_axum::router::OpenApiRouter;
 
@@ -8,5 +11,9 @@ use crate::state::AppState;
 
 /// Every resource of version 1.
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().merge(items::router())
+    OpenApiRouter::new()
+        .merge(items::router())
+        // @template if worker
+        .merge(jobs::router())
+    // @template endif
 }

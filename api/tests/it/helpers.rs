@@ -107,6 +107,11 @@ async fn spawn(
     // Each test database is unique, and so is this app's corner of Redis.
     settings.redis_key_prefix = options.get_database().expect("a database name").to_owned();
     // @template endif
+    // @template if worker
+    // No relay: these tests are about HTTP; the worker's tests run the
+    // whole path through RabbitMQ.
+    settings.amqp_url = String::new();
+    // @template endif
     let direct = PgPool::connect_with(database.options()).await.expect("a direct pool");
     let (_, key) = api::keys::create(&direct, "tests", api::keys::DEFAULT_SCOPES, None).await.expect("a key");
     tweak(&mut settings);

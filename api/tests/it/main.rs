@@ -8,6 +8,9 @@ mod cache;
 mod errors;
 mod helpers;
 mod items;
+// @template if worker
+mod jobs;
+// @template endif
 mod middleware;
 mod operations;
 // @template if redis

@@ -1,7 +1,8 @@
 //! Where the real services for tests come from.
 //!
-//! 1. The environment: `DATABASE_URL`, `REDIS_URL` and `AMQP_URL` point at running
-//!    services. CI and `cargo xtask ci` set them.
+//! 1. The environment: `DATABASE_URL` (and `REDIS_URL`, `AMQP_URL` for the
+//!    parts that use them) point at running services. CI and `cargo xtask
+//!    ci` set them.
 //! 2. Otherwise, when a Docker engine answers, the service is started once
 //!    per test process with testcontainers.
 //! 3. Otherwise the test fails with a message saying what to set.

@@ -45,7 +45,32 @@ pub struct Args {
     #[arg(long, env = "BENCH_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     redis_url: String,
     // @template endif
+    // @template if worker
+    /// Benchmark the job path instead: POST /v1/jobs 202s against raw lapin
+    /// publish-with-confirm, the worker's jobs per second, and
+    /// submit-to-done latency (`worker/tests/it/bench.rs`, in release).
+    #[arg(long)]
+    jobs: bool,
+    // @template endif
 }
+
+// @template if worker
+/// The job path's benchmark: an ignored test of the worker's, in release,
+/// against the test services (`DATABASE_URL`, `AMQP_URL`, or their defaults).
+fn jobs() -> anyhow::Result<()> {
+    let database_url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let amqp_url =
+        std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned());
+    cmd::run(
+        cmd::cargo()
+            .args(["test", "--release", "-p", "worker", "--test", "it", "--", "--ignored", "--nocapture"])
+            .arg("bench::")
+            .env("DATABASE_URL", database_url)
+            .env("AMQP_URL", amqp_url),
+    )
+}
+// @template endif
 
 /// One wrk run's figures.
 struct Run {
@@ -103,6 +128,11 @@ fn start_api(
 
 /// Runs the benchmark.
 pub fn run(args: &Args) -> anyhow::Result<()> {
+    // @template if worker
+    if args.jobs {
+        return jobs();
+    }
+    // @template endif
     tools::ensure(&[Tool { binary: "wrk", source: Source::Apt("wrk") }])?;
     cmd::run(cmd::cargo().args(["build", "--release", "--quiet", "-p", "api", "-p", "loadtest"]))?;
     let target = cmd::target_dir();

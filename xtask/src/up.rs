@@ -120,8 +120,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         places.join("\n  "),
         binary.display()
     );
-    // Ctrl-C reaches the api (and the worker) too (same process group);
-    // each drains and exits 0.
+    // Ctrl-C reaches every process started here (same process group); each
+    // drains and exits 0.
     // @template if worker
     let worker_status = worker.wait().context("waiting for the worker")?;
     if !worker_status.success() && worker_status.code().is_some() {

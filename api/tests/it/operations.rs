@@ -100,7 +100,8 @@ fn split_off_jobs(doc: &mut serde_json::Value) -> serde_json::Value {
             .collect::<serde_json::Map<_, _>>()
     };
     let paths = take(&mut doc["paths"], |path| path.starts_with("/v1/jobs"));
-    let schemas = take(&mut doc["components"]["schemas"], |name| name.starts_with("v1.Job") || name == "JobStatus");
+    let schemas =
+        take(&mut doc["components"]["schemas"], |name| name.starts_with("v1.Job") || name == "JobStatus");
     let tags = doc["tags"].as_array_mut().expect("tags");
     let jobs_tags: Vec<serde_json::Value> = tags.iter().filter(|t| t["name"] == "jobs").cloned().collect();
     tags.retain(|t| t["name"] != "jobs");

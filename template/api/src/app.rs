@@ -14,12 +14,15 @@ use axum::Router;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
-
+{% if worker %}use tokio::sync::Notify;
+{% endif %}
 {% if redis %}use crate::cache::ItemCache;
 {% endif %}use crate::config::Config;
 use crate::http::access::Access;
 use crate::items::Items;
-use crate::keys::KeyRing;
+{% if worker %}use crate::jobs::Jobs;
+use crate::jobs::relay::Relay;
+{% endif %}use crate::keys::KeyRing;
 use crate::ratelimit::Limiter;
 {% if redis %}use crate::redis::Redis;
 {% endif %}use crate::routes;
@@ -35,7 +38,8 @@ pub struct App {
     router: Router,
     state: AppState,
     config: Config,
-}
+{% if worker %}    relay_wake: Arc<Notify>,
+{% endif %}}
 
 impl App {
     /// Builds the state and router and binds the listener. Postgres is not
@@ -71,11 +75,26 @@ impl App {
             trusted_proxies: config.access.trusted_proxies.clone(),
             public_max_age: config.access.public_max_age,
         });
-        let state = AppState { db, items, access, metrics, lifecycle: Lifecycle::default() };
+{% if worker %}        let relay_wake = Arc::new(Notify::new());
+        let jobs = Jobs::new(db.clone(), relay_wake.clone());
+{% endif %}        let state = AppState {
+            db,
+            items,
+{% if worker %}            jobs,
+{% endif %}            access,
+            metrics,
+            lifecycle: Lifecycle::default(),
+        };
         let router = routes::router(state.clone(), &config);
         let listener =
             TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
-        Ok(Self { listener, router, state, config })
+        Ok(Self {
+            listener,
+            router,
+            state,
+            config,
+{% if worker %}            relay_wake,
+{% endif %}        })
     }
 
     /// The bound address (with the real port when 0 was asked for).
@@ -97,8 +116,15 @@ impl App {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let Self { listener, router, state, config } = self;
-        tracing::info!(address = %listener.local_addr()?, "serving HTTP");
+{% if worker %}        let Self { listener, router, state, config, relay_wake } = self;
+        // The relay starts with serving and stops after the drain; stopping
+        // it mid-pass is safe (see `jobs::relay`).
+        let relay = config
+            .relay
+            .clone()
+            .map(|relay| Relay::spawn(state.db.clone(), relay, relay_wake, state.metrics.clone()));
+{% endif %}{% unless worker %}        let Self { listener, router, state, config } = self;
+{% endunless %}        tracing::info!(address = %listener.local_addr()?, "serving HTTP");
         let lifecycle = state.lifecycle.clone();
         let (closed_tx, closed_rx) = oneshot::channel();
         let drain = async move {
@@ -124,7 +150,10 @@ impl App {
             result = serving => result.context("serving HTTP")?,
             () = grace_expired => tracing::warn!("shutdown grace expired; abandoning in-flight requests"),
         }
-        if tokio::time::timeout(POOL_CLOSE_TIMEOUT, state.db.close()).await.is_err() {
+{% if worker %}        if let Some(relay) = relay {
+            relay.abort();
+        }
+{% endif %}        if tokio::time::timeout(POOL_CLOSE_TIMEOUT, state.db.close()).await.is_err() {
             tracing::warn!("the database pool did not close in time");
         }
         tracing::info!("stopped");

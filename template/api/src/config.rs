@@ -19,7 +19,8 @@ use ipnet::IpNet;
 use secrecy::SecretString;
 use sqlx::postgres::PgConnectOptions;
 
-use crate::ratelimit::{Policies, Policy, Rate};
+{% if worker %}use crate::jobs::relay::RelayConfig;
+{% endif %}use crate::ratelimit::{Policies, Policy, Rate};
 use crate::versioning::{Deprecation, Deprecations};
 
 /// The command line of the `api` binary.
@@ -160,6 +161,32 @@ pub struct Settings {
     /// limits while Redis is unreachable, comma separated (key, ip, writes).
     #[arg(long, env = "RATE_LIMIT_FAIL_CLOSED", default_value = "", global = true)]
     pub rate_limit_fail_closed: String,
+{% endif %}{% if worker %}    /// RabbitMQ URL the outbox relay publishes jobs to. Its `heartbeat`
+    /// query parameter (seconds) sets how fast a dead link is noticed
+    /// (default 10). Empty runs no relay in this replica: jobs wait in the
+    /// outbox for a replica that has one.
+    #[arg(
+        long,
+        env = "AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        hide_env_values = true,
+        global = true
+    )]
+    pub amqp_url: String,
+    /// Prefix of every queue and exchange name; the worker must use the same.
+    #[arg(long, env = "AMQP_QUEUE_PREFIX", default_value = env!("PROJECT_NAME"), global = true)]
+    pub amqp_queue_prefix: String,
+    /// Longest wait between outbox passes. A replica's own jobs are relayed
+    /// at once; this bounds the delay for other replicas' jobs and retries.
+    #[arg(long, env = "OUTBOX_POLL", default_value = "500ms", global = true)]
+    pub outbox_poll: String,
+    /// Outbox rows published per pass (and per transaction).
+    #[arg(long, env = "OUTBOX_BATCH", default_value = "100", global = true)]
+    pub outbox_batch: String,
+    /// How long RabbitMQ may take to confirm a batch before its unconfirmed
+    /// rows are retried and the connection is rebuilt.
+    #[arg(long, env = "OUTBOX_CONFIRM_TIMEOUT", default_value = "5s", global = true)]
+    pub outbox_confirm_timeout: String,
 {% endif %}    /// `Cache-Control: public, max-age` for anonymous reads, which any cache
     /// (NGINX, a CDN, the browser) may then store; `0s` sends none.
     #[arg(long, env = "HTTP_CACHE_MAX_AGE", default_value = "5s", global = true)]
@@ -223,6 +250,8 @@ pub struct Config {
     /// Test hook, not a setting: a random pause up to this long between a
     /// cache miss's Postgres read and its cache fill.
     pub cache_fill_delay: Option<Duration>,
+{% endif %}{% if worker %}    /// The outbox relay; `None` when AMQP_URL is empty.
+    pub relay: Option<RelayConfig>,
 {% endif %}}
 
 /// API keys, rate limits and HTTP caching.
@@ -404,6 +433,27 @@ impl Settings {
             });
         }
         let fail_closed = fail_closed.unwrap_or_default();
+{% endif %}{% if worker %}        let amqp_url = p.parse("AMQP_URL", &self.amqp_url, |raw| {
+            if raw.is_empty() {
+                return Ok(None);
+            }
+            jobs::broker::validate_url(raw).map(|()| Some(SecretString::from(raw.to_owned())))
+        });
+        let outbox_poll = p.parse("OUTBOX_POLL", &self.outbox_poll, duration);
+        let outbox_batch = p.parse("OUTBOX_BATCH", &self.outbox_batch, u32::from_str);
+        let outbox_confirm_timeout =
+            p.parse("OUTBOX_CONFIRM_TIMEOUT", &self.outbox_confirm_timeout, duration);
+        p.check(!self.amqp_queue_prefix.trim().is_empty(), || {
+            "AMQP_QUEUE_PREFIX must not be empty".to_owned()
+        });
+        p.check(outbox_batch.is_none_or(|b| (1..=10_000).contains(&b)), || {
+            "OUTBOX_BATCH must be between 1 and 10000".to_owned()
+        });
+        for (name, value) in
+            [("OUTBOX_POLL", outbox_poll), ("OUTBOX_CONFIRM_TIMEOUT", outbox_confirm_timeout)]
+        {
+            p.check(value.is_none_or(|d| !d.is_zero()), || format!("{name} must be more than zero"));
+        }
 {% endif %}{% unless redis %}        let fail_closed: Vec<String> = Vec::new();
 {% endunless %}        let mut policy = |name: &'static str, raw: &str| {
             let env = format!("RATE_LIMIT_{}", name.to_ascii_uppercase());
@@ -496,6 +546,14 @@ impl Settings {
             }),
             cache_ttl: some(cache_ttl),
             cache_fill_delay: None,
+{% endif %}{% if worker %}            relay: amqp_url.flatten().map(|url| RelayConfig {
+                url,
+                topology: jobs::Topology::new(self.amqp_queue_prefix.trim()),
+                poll: some(outbox_poll),
+                batch: outbox_batch.unwrap_or(1),
+                confirm_timeout: some(outbox_confirm_timeout),
+                crash_after_confirm: None,
+            }),
 {% endif %}        })
     }
 }

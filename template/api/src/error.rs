@@ -57,6 +57,8 @@ pub enum ErrorCode {
     UnsupportedMediaType,
     /// 422: the body is JSON of the wrong shape or with invalid values.
     ValidationFailed,
+    /// 422: the `Idempotency-Key` was used before with a different request.
+    IdempotencyKeyReused,
     /// 428: the request must be conditional (`If-Match`).
     PreconditionRequired,
     /// 429: a rate limit is exhausted (see `Retry-After` and `RateLimit`).
@@ -96,6 +98,7 @@ impl ErrorCode {
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::ValidationFailed => "validation_failed",
+            Self::IdempotencyKeyReused => "idempotency_key_reused",
             Self::PreconditionRequired => "precondition_required",
             Self::RateLimited => "rate_limited",
             Self::Internal => "internal_error",
@@ -124,7 +127,7 @@ impl ErrorCode {
             Self::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::ValidationFailed => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::ValidationFailed | Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Self::PreconditionRequired => StatusCode::PRECONDITION_REQUIRED,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -175,6 +178,9 @@ impl ErrorCode {
             Self::PayloadTooLarge => "The request body is larger than the limit.",
             Self::UnsupportedMediaType => "The request body must be application/json.",
             Self::ValidationFailed => "The request body has invalid fields.",
+            Self::IdempotencyKeyReused => {
+                "This Idempotency-Key was used with a different request; use a new key for a new request."
+            }
             Self::PreconditionRequired => "This request must carry If-Match with the resource's ETag.",
             Self::RateLimited => "Too many requests; retry after the time in Retry-After.",
             Self::Internal => "An internal error occurred.",

@@ -31,8 +31,9 @@ use crate::ratelimit::Rate;
 const KEY_START: &str = "ak_";
 
 /// The scopes a new key gets unless told otherwise.
-pub const DEFAULT_SCOPES: &str = "items:read,items:write";
-
+{% if worker %}pub const DEFAULT_SCOPES: &str = "items:read,items:write,jobs:read,jobs:write";
+{% endif %}{% unless worker %}pub const DEFAULT_SCOPES: &str = "items:read,items:write";
+{% endunless %}
 /// An active key, as a replica knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiKey {

@@ -33,7 +33,8 @@ use crate::versioning::{Deprecations, announce_deprecation};
     ),
     tags(
         (name = "items", description = "The items resource"),
-        (name = "operations", description = "Health, readiness and metrics"),
+{% if worker %}        (name = "jobs", description = "Asynchronous jobs: 202 Accepted, then poll"),
+{% endif %}        (name = "operations", description = "Health, readiness and metrics"),
     )
 )]
 struct ApiDoc;

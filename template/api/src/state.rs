@@ -10,7 +10,8 @@ use sqlx::PgPool;
 
 use crate::http::access::Access;
 use crate::items::Items;
-use crate::telemetry::metrics::Metrics;
+{% if worker %}use crate::jobs::Jobs;
+{% endif %}use crate::telemetry::metrics::Metrics;
 
 /// Shared state of one app instance.
 #[derive(Clone, FromRef)]
@@ -19,7 +20,9 @@ pub struct AppState {
     pub db: PgPool,
     /// Items storage (Postgres, and the cache in front of it).
     pub items: Items,
-    /// API keys, rate limits and cache policy.
+{% if worker %}    /// Job submission and status.
+    pub jobs: Jobs,
+{% endif %}    /// API keys, rate limits and cache policy.
     pub access: Arc<Access>,
     /// The metrics registry.
     pub metrics: Arc<Metrics>,

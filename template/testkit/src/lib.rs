@@ -6,14 +6,17 @@
 //! [`TestDatabase`] gives each test its own migrated database, and
 //! [`FaultProxy`] stands between the code under test and a service so a test
 //! can make that service vanish or slow down without touching the shared
-//! instance, and `RedisServer` is a Redis a test may kill outright.
+//! instance, and `RedisServer` and `RabbitServer` are a Redis and a
+//! RabbitMQ node a test may kill outright.
 
 mod database;
 mod proxy;
-{% if redis %}mod redis_server;
+{% if worker %}mod rabbit_server;
+{% endif %}{% if redis %}mod redis_server;
 {% endif %}pub mod services;
 
 pub use database::TestDatabase;
 pub use proxy::{FaultProxy, Mode};
-{% if redis %}pub use redis_server::RedisServer;
+{% if worker %}pub use rabbit_server::RabbitServer;
+{% endif %}{% if redis %}pub use redis_server::RedisServer;
 {% endif %}

@@ -1,7 +1,8 @@
 //! Where the real services for tests come from.
 //!
-//! 1. The environment: `DATABASE_URL` and `REDIS_URL` point at running
-//!    services. CI and `cargo xtask ci` set them.
+//! 1. The environment: `DATABASE_URL` (and `REDIS_URL`, `AMQP_URL` for the
+//!    parts that use them) point at running services. CI and `cargo xtask
+//!    ci` set them.
 //! 2. Otherwise, when a Docker engine answers, the service is started once
 //!    per test process with testcontainers.
 //! 3. Otherwise the test fails with a message saying what to set.
@@ -54,6 +55,26 @@ pub fn redis_url() -> anyhow::Result<String> {
     .context("finding Redis")
 }
 {% endif %}
+{% if worker %}/// The URL of a RabbitMQ the tests may share; each test keeps to its own
+/// queue prefix. From `AMQP_URL`, else a container, else an error.
+pub fn amqp_url() -> anyhow::Result<String> {
+    static URL: OnceLock<Result<String, String>> = OnceLock::new();
+    URL.get_or_init(|| {
+        if let Ok(url) = std::env::var("AMQP_URL") {
+            return Ok(url);
+        }
+        if docker_available() {
+            return containers::rabbitmq().map_err(|err| format!("{err:#}"));
+        }
+        Err("no RabbitMQ for the tests: set AMQP_URL (for example amqp://guest:guest@127.0.0.1:5672/%2f), \
+             or start a Docker engine so the tests can run RabbitMQ in a container"
+            .to_owned())
+    })
+    .clone()
+    .map_err(anyhow::Error::msg)
+    .context("finding RabbitMQ")
+}
+{% endif %}
 fn docker_available() -> bool {
     Command::new("docker")
         .arg("info")
@@ -86,6 +107,21 @@ mod containers {
             let container = testcontainers_modules::redis::Redis::default().start().await?;
             let port = container.get_host_port_ipv4(6379).await?;
             anyhow::Ok((container, format!("redis://127.0.0.1:{port}")))
+        })
+    }
+{% endif %}
+{% if worker %}    /// RabbitMQ in a container for the whole test process.
+    pub(super) fn rabbitmq() -> anyhow::Result<String> {
+        use testcontainers::GenericImage;
+        use testcontainers::core::{IntoContainerPort, WaitFor};
+        keep_running("RabbitMQ", async {
+            let container = GenericImage::new("rabbitmq", "3.13-alpine")
+                .with_exposed_port(5672.tcp())
+                .with_wait_for(WaitFor::message_on_stdout("Server startup complete"))
+                .start()
+                .await?;
+            let port = container.get_host_port_ipv4(5672).await?;
+            anyhow::Ok((container, format!("amqp://guest:guest@127.0.0.1:{port}/%2f")))
         })
     }
 {% endif %}

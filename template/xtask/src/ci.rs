@@ -19,6 +19,7 @@ pub struct Args {
 
 const POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 {% if redis %}const REDIS: &str = "redis://127.0.0.1:6379";
+{% endif %}{% if worker %}const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 {% endif %}
 /// Runs every check; stops at the first failure.
 pub fn run(args: &Args) -> anyhow::Result<()> {
@@ -33,6 +34,12 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let redis = cmd::address(&redis_url, 6379);
     if !cmd::reachable(&redis) {
         bail!("Redis is not reachable at {redis}; start it (see .ci/run) or set REDIS_URL");
+    }
+{% endif %}{% if worker %}    // Tests share this RabbitMQ, each under its own queue prefix.
+    let amqp_url = std::env::var("AMQP_URL").unwrap_or_else(|_| AMQP.to_owned());
+    let amqp = cmd::address(&amqp_url, 5672);
+    if !cmd::reachable(&amqp) {
+        bail!("RabbitMQ is not reachable at {amqp}; start it (see .ci/run) or set AMQP_URL");
     }
 {% endif %}    if !args.tests_only {
         lint_workflows(&cmd::root())?;
@@ -57,6 +64,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     // insta must compare against the committed snapshots, never rewrite them.
     tests.env("DATABASE_URL", &database_url).env("INSTA_UPDATE", "no");
 {% if redis %}    tests.env("REDIS_URL", &redis_url);
+{% endif %}{% if worker %}    tests.env("AMQP_URL", &amqp_url);
 {% endif %}    cmd::run(&mut tests)?;
     Ok(())
 }

@@ -19,6 +19,13 @@ pub struct Args {
     /// with per-replica limits and no cache).
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     redis_url: String,
+{% endif %}{% if worker %}    /// RabbitMQ for jobs (the API accepts jobs without it; they wait in the
+    /// outbox until it is reachable).
+    #[arg(long, env = "AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    amqp_url: String,
+    /// Port of the worker's health and metrics endpoints.
+    #[arg(long, default_value_t = 8081)]
+    worker_port: u16,
 {% endif %}}
 
 /// Builds the api, migrates, serves until Ctrl-C.
@@ -37,10 +44,23 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
              per-replica rate limits until it is (start it with `redis-server --daemonize yes`)"
         );
     }
+{% endif %}{% if worker %}    let amqp = cmd::address(&args.amqp_url, 5672);
+    if !cmd::reachable(&amqp) {
+        eprintln!(
+            "warning: RabbitMQ is not reachable at {amqp}; jobs are accepted and wait in the outbox \
+             until it is (start it with `rabbitmq-server -detached`)"
+        );
+    }
+    if cmd::reachable(&format!("127.0.0.1:{}", args.worker_port)) {
+        bail!("port {} is already in use; stop what uses it or pass --worker-port", args.worker_port);
+    }
 {% endif %}    if cmd::reachable(&format!("127.0.0.1:{}", args.port)) {
         bail!("port {} is already in use; stop what uses it or pass --port", args.port);
     }
-    cmd::run(cmd::cargo().args(["build", "--quiet", "-p", "api", "--bin", "api"]))?;
+    let mut build = cmd::cargo();
+    build.args(["build", "--quiet", "-p", "api", "--bin", "api"]);
+{% if worker %}    build.args(["-p", "worker", "--bin", "worker"]);
+{% endif %}    cmd::run(&mut build)?;
     let binary = cmd::target_dir().join("debug/api");
     cmd::run(
         Command::new(&binary)
@@ -51,6 +71,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 
     let mut api = Command::new(&binary);
 {% if redis %}    api.env("REDIS_URL", &args.redis_url);
+{% endif %}{% if worker %}    api.env("AMQP_URL", &args.amqp_url);
 {% endif %}    let mut api = api
         .env("DATABASE_URL", &args.database_url)
         .env("PORT", args.port.to_string())
@@ -58,19 +79,34 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         .stdin(Stdio::null())
         .spawn()
         .context("starting the api")?;
-    let base = format!("http://127.0.0.1:{}", args.port);
+{% if worker %}    let mut worker = Command::new(cmd::target_dir().join("debug/worker"))
+        .env("DATABASE_URL", &args.database_url)
+        .env("AMQP_URL", &args.amqp_url)
+        .env("PORT", args.worker_port.to_string())
+        .env("LOG_FORMAT", "pretty")
+        .stdin(Stdio::null())
+        .spawn()
+        .context("starting the worker")?;
+{% endif %}    let base = format!("http://127.0.0.1:{}", args.port);
     let mut places = vec![format!("API       {base}/v1/items  (and {base}/v2/items)")];
 {% if docs %}    places.push(format!("Docs      {base}/docs/"));
 {% endif %}    places.push(format!("OpenAPI   {base}/openapi.json"));
     places.push(format!("Metrics   {base}/metrics"));
     places.push(format!("Health    {base}/healthz, {base}/readyz"));
-    eprintln!(
+{% if worker %}    places.push(format!("Jobs      POST {base}/v1/jobs, then GET the Location it answers"));
+    places.push(format!("Worker    http://127.0.0.1:{}/metrics, /healthz, /readyz", args.worker_port));
+{% endif %}    eprintln!(
         "\nThe platform is up:\n  {}\n\nWrites need an API key: {} keys create --name me\nCtrl-C stops it.\n",
         places.join("\n  "),
         binary.display()
     );
-    // Ctrl-C reaches the api too (same process group); it drains and exits 0.
-    let status = api.wait().context("waiting for the api")?;
+    // Ctrl-C reaches every process started here (same process group); each
+    // drains and exits 0.
+{% if worker %}    let worker_status = worker.wait().context("waiting for the worker")?;
+    if !worker_status.success() && worker_status.code().is_some() {
+        eprintln!("the worker exited with {worker_status}");
+    }
+{% endif %}    let status = api.wait().context("waiting for the api")?;
     if !status.success() && status.code().is_some() {
         bail!("the api exited with {status}");
     }

@@ -3,6 +3,7 @@
 //! database and queue names, and a client ledger that proves no accepted
 //! job was lost or done twice.
 
+mod bench;
 mod faults;
 mod flow;
 mod helpers;

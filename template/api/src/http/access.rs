@@ -197,6 +197,11 @@ fn resource(request: &Request) -> String {
     if is_version { segments.next().unwrap_or_default() } else { first }.to_owned()
 }
 
+/// 401 for a request that needs an API key and came without one.
+pub fn key_required() -> Response {
+    challenge(ErrorCode::Unauthorized, BEARER_REALM)
+}
+
 fn challenge(code: ErrorCode, www_authenticate: &'static str) -> Response {
     let mut response = ApiError::code(code).into_response();
     response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(www_authenticate));

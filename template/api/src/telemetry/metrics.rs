@@ -8,7 +8,8 @@
 //! their metrics to [`Metrics`] the same way.
 
 use std::borrow::Cow;
-
+{% if worker %}use std::sync::atomic::AtomicU64;
+{% endif %}
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, text::encode};
 use prometheus_client::metrics::MetricType;
@@ -59,6 +60,14 @@ pub struct CacheLabels {
     pub result: &'static str,
 }
 {% endif %}
+{% if worker %}/// Labels of the outbox publish failures.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutboxLabels {
+    /// `returned` (unroutable), `nacked`, `timeout` (no confirm in time),
+    /// `connection` (the link died while waiting) or `unconfirmed`.
+    pub reason: &'static str,
+}
+{% endif %}
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// Every metric the api exposes.
@@ -85,6 +94,18 @@ pub struct Metrics {
     pub cache_loads: Counter,
     /// Invalidations Redis did not take at once, retried in the background.
     pub cache_invalidations_deferred: Counter,
+{% endif %}{% if worker %}    /// Jobs in the outbox, not yet confirmed by RabbitMQ.
+    pub outbox_pending: Gauge,
+    /// Age of the oldest outbox row: how far publishing lags behind.
+    pub outbox_lag_seconds: Gauge<f64, AtomicU64>,
+    /// Job messages the broker confirmed.
+    pub outbox_published: Counter,
+    /// Job messages not confirmed, by reason; their rows are retried.
+    pub outbox_publish_failures: Family<OutboxLabels, Counter>,
+    /// Times the relay lost its connection (or crashed) and started over.
+    pub outbox_relay_restarts: Counter,
+    /// 1 while the relay is connected to RabbitMQ.
+    pub amqp_connected: Gauge,
 {% endif %}}
 
 /// Latency buckets in seconds, from 1 ms to 10 s: the HTTP semantic
@@ -98,6 +119,7 @@ fn duration_histogram() -> Histogram {
 
 impl Metrics {
     /// Builds the registry; `pool` is observed at scrape time.
+    #[allow(clippy::too_many_lines, reason = "one registration per metric, all in one place")]
     pub fn new(pool: PgPool) -> Self {
         let mut registry = Registry::default();
         let http_server_request_duration: HistogramFamily<HttpLabels> =
@@ -150,6 +172,39 @@ impl Metrics {
             "Cache invalidations retried in the background because Redis did not take them",
             cache_invalidations_deferred.clone(),
         );
+{% endif %}{% if worker %}        let outbox_pending = Gauge::default();
+        registry.register(
+            "outbox_pending",
+            "Jobs in the outbox, not yet confirmed by RabbitMQ",
+            outbox_pending.clone(),
+        );
+        let outbox_lag_seconds = Gauge::<f64, AtomicU64>::default();
+        registry.register_with_unit(
+            "outbox_lag",
+            "Age of the oldest job not yet confirmed by RabbitMQ",
+            Unit::Seconds,
+            outbox_lag_seconds.clone(),
+        );
+        let outbox_published = Counter::default();
+        registry.register("outbox_published", "Job messages RabbitMQ confirmed", outbox_published.clone());
+        let outbox_publish_failures = Family::<OutboxLabels, Counter>::default();
+        registry.register(
+            "outbox_publish_failures",
+            "Job messages RabbitMQ did not confirm, by reason (their rows are retried)",
+            outbox_publish_failures.clone(),
+        );
+        let outbox_relay_restarts = Counter::default();
+        registry.register(
+            "outbox_relay_restarts",
+            "Times the outbox relay lost its connection or crashed and started over",
+            outbox_relay_restarts.clone(),
+        );
+        let amqp_connected = Gauge::default();
+        registry.register(
+            "amqp_connected",
+            "1 while the outbox relay is connected to RabbitMQ",
+            amqp_connected.clone(),
+        );
 {% endif %}        registry.register(
             "build",
             "Build information",
@@ -168,9 +223,20 @@ impl Metrics {
             cache_fills,
             cache_loads,
             cache_invalidations_deferred,
+{% endif %}{% if worker %}            outbox_pending,
+            outbox_lag_seconds,
+            outbox_published,
+            outbox_publish_failures,
+            outbox_relay_restarts,
+            amqp_connected,
 {% endif %}        }
     }
 
+{% if worker %}    /// Counts a job message the broker did not confirm.
+    pub fn outbox_publish_failure(&self, reason: &'static str) {
+        self.outbox_publish_failures.get_or_create(&OutboxLabels { reason }).inc();
+    }
+{% endif %}
     /// Marks `backend` as the limiter in use.
     pub fn set_rate_limit_backend(&self, backend: crate::ratelimit::Backend) {
         use crate::ratelimit::Backend;

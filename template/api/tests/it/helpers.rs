@@ -103,6 +103,9 @@ async fn spawn(
 {% if redis %}    settings.redis_url = testkit::services::redis_url().expect("a Redis for the tests");
     // Each test database is unique, and so is this app's corner of Redis.
     settings.redis_key_prefix = options.get_database().expect("a database name").to_owned();
+{% endif %}{% if worker %}    // No relay: these tests are about HTTP; the worker's tests run the
+    // whole path through RabbitMQ.
+    settings.amqp_url = String::new();
 {% endif %}    let direct = PgPool::connect_with(database.options()).await.expect("a direct pool");
     let (_, key) = api::keys::create(&direct, "tests", api::keys::DEFAULT_SCOPES, None).await.expect("a key");
     tweak(&mut settings);

@@ -1,0 +1,78 @@
+//! SQL for jobs and the outbox. Each function takes any executor, so the
+//! caller decides the transaction.
+
+use sqlx::{PgConnection, PgExecutor};
+use uuid::Uuid;
+
+use super::{Job, Submission};
+
+/// The columns of [`Job`], as a literal so queries stay static strings.
+macro_rules! columns {
+    () => {
+        "id, kind, status, attempts, result, error, created_at, updated_at, started_at, finished_at"
+    };
+}
+
+/// Inserts a job; `None` when the owner already used the idempotency key.
+/// A concurrent insert with the same key waits for the other to commit.
+pub async fn insert(
+    tx: &mut PgConnection,
+    id: Uuid,
+    submission: &Submission,
+    request_hash: &[u8; 32],
+) -> sqlx::Result<Option<Job>> {
+    sqlx::query_as(concat!(
+        "INSERT INTO jobs (id, kind, input, owner, idempotency_key, request_hash, traceparent)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (owner, idempotency_key) DO NOTHING
+         RETURNING ",
+        columns!()
+    ))
+    .bind(id)
+    .bind(&submission.kind)
+    .bind(&submission.input)
+    .bind(submission.owner)
+    .bind(submission.idempotency_key.as_deref())
+    .bind(request_hash.as_slice())
+    .bind(&submission.traceparent)
+    .fetch_optional(tx)
+    .await
+}
+
+/// Adds the job to the outbox.
+pub async fn enqueue(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<()> {
+    sqlx::query("INSERT INTO job_outbox (job_id) VALUES ($1)").bind(id).execute(db).await.map(drop)
+}
+
+/// The owner's job under an idempotency key, with its request hash.
+pub async fn find_by_key(
+    db: impl PgExecutor<'_>,
+    owner: Uuid,
+    key: &str,
+) -> sqlx::Result<Option<(Job, Vec<u8>)>> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        #[sqlx(flatten)]
+        job: Job,
+        request_hash: Vec<u8>,
+    }
+    let row: Option<Row> = sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(),
+        ", request_hash FROM jobs WHERE owner = $1 AND idempotency_key = $2"
+    ))
+    .bind(owner)
+    .bind(key)
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(|r| (r.job, r.request_hash)))
+}
+
+/// One of the owner's jobs.
+pub async fn find(db: impl PgExecutor<'_>, owner: Uuid, id: Uuid) -> sqlx::Result<Option<Job>> {
+    sqlx::query_as(concat!("SELECT ", columns!(), " FROM jobs WHERE id = $1 AND owner = $2"))
+        .bind(id)
+        .bind(owner)
+        .fetch_optional(db)
+        .await
+}

@@ -1,0 +1,113 @@
+//! Building and running the worker: the health port, the consumer, the drain.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use secrecy::ExposeSecret;
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::consumer::Runner;
+use crate::http::{self, Health};
+use crate::metrics::Metrics;
+
+/// A built, bound, not yet running worker.
+pub struct Worker {
+    listener: TcpListener,
+    config: Config,
+    db: PgPool,
+    metrics: Arc<Metrics>,
+}
+
+impl Worker {
+    /// Binds the health port and builds the pool (which connects lazily:
+    /// the worker starts, not ready, while Postgres is away).
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let options = PgConnectOptions::from_str(config.database_url.expose_secret())
+            .context("parsing DATABASE_URL")?
+            .application_name(concat!(env!("PROJECT_NAME"), "-worker"));
+        let db = PgPoolOptions::new()
+            .max_connections(config.db_max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_lazy_with(options);
+        let listener =
+            TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+        Ok(Self { listener, config, db, metrics: Arc::new(Metrics::default()) })
+    }
+
+    /// The health port's address (with the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// Consumes until `shutdown` completes, then drains: readiness turns 503,
+    /// consuming stops, started jobs get the grace to finish, and the call
+    /// returns (and `main` exits 0).
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Self { listener, config, db, metrics } = self;
+        let consuming = Arc::new(AtomicBool::new(false));
+        let draining = Arc::new(AtomicBool::new(false));
+        let health = Health {
+            db: db.clone(),
+            metrics: metrics.clone(),
+            consuming: consuming.clone(),
+            draining: draining.clone(),
+        };
+        let (stop_http, http_stopped) = watch::channel(false);
+        let server = axum::serve(listener, http::router(health)).with_graceful_shutdown(async move {
+            let mut stopped = http_stopped;
+            let _ = stopped.wait_for(|s| *s).await;
+        });
+        let server = tokio::spawn(async move { server.await });
+        tracing::info!(queue = config.topology.queue(), concurrency = config.concurrency, "worker starting");
+
+        let (stop, stopped) = watch::channel(false);
+        let runner = Arc::new(Runner::new(config, db.clone(), metrics, consuming, draining.clone()));
+        let consumer = tokio::spawn(runner.supervise(stopped));
+        shutdown.await;
+        draining.store(true, Ordering::Release);
+        tracing::info!("shutdown requested: readiness is now 503");
+        let _ = stop.send(true);
+        consumer.await.context("the consumer task failed")?;
+        let _ = stop_http.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), db.close()).await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

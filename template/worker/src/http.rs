@@ -1,0 +1,71 @@
+//! The worker's own HTTP port: `/healthz` (the process is up), `/readyz`
+//! (consuming, and Postgres answers; 503 while draining) and `/metrics`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use sqlx::PgPool;
+
+use crate::metrics::Metrics;
+
+/// What the endpoints report on.
+#[derive(Clone)]
+pub struct Health {
+    /// The pool, pinged by `/readyz`.
+    pub db: PgPool,
+    /// The metrics.
+    pub metrics: Arc<Metrics>,
+    /// Set while consuming from RabbitMQ.
+    pub consuming: Arc<AtomicBool>,
+    /// Set once shutdown has begun.
+    pub draining: Arc<AtomicBool>,
+}
+
+/// The router.
+pub fn router(health: Health) -> Router {
+    Router::new()
+        .route(
+            "/healthz",
+            get(|| async { ([(header::CONTENT_TYPE, "application/json")], "{\"status\":\"ok\"}") }),
+        )
+        .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
+        .with_state(health)
+}
+
+async fn ready(State(health): State<Health>) -> Response {
+    let problem = if health.draining.load(Ordering::Acquire) {
+        Some("draining")
+    } else if !health.consuming.load(Ordering::Acquire) {
+        Some("not consuming from RabbitMQ")
+    } else if sqlx::query("SELECT 1").execute(&health.db).await.is_err() {
+        Some("Postgres does not answer")
+    } else {
+        None
+    };
+    match problem {
+        None => ([(header::CONTENT_TYPE, "application/json")], "{\"status\":\"ready\"}").into_response(),
+        Some(detail) => {
+            let body = serde_json::json!({
+                "type": "about:blank", "title": "Service Unavailable", "status": 503,
+                "detail": detail, "code": "not_ready",
+            });
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::CONTENT_TYPE, "application/problem+json"), (header::RETRY_AFTER, "2")],
+                body.to_string(),
+            )
+                .into_response()
+        }
+    }
+}
+
+async fn metrics(State(health): State<Health>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], health.metrics.render())
+        .into_response()
+}

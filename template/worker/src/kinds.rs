@@ -1,0 +1,70 @@
+//! What each job kind does. A kind's name and input are the contract (in
+//! the `jobs` crate); its effect lives here, one file per kind.
+//!
+//! Adding a kind: its contract in `jobs/src/kinds/`, a file here
+//! implementing [`Job`], and one line in [`run`].
+
+pub mod items_report;
+pub mod synthetic;
+
+use std::future::Future;
+
+use jobs::kinds::{ItemsReport, Kind, Synthetic};
+use serde_json::Value;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+/// How a job can fail.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// Worth retrying later (an upstream is down, a lock timed out).
+    #[error("{0}")]
+    Transient(String),
+    /// Retrying cannot help (the input is wrong for the current data).
+    #[error("{0}")]
+    Permanent(String),
+    /// The database failed; transient or not depending on the error.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// What a job's effect can use.
+pub struct Context<'a> {
+    /// The effect's transaction: everything written here commits together
+    /// with the job's status, or not at all.
+    pub tx: &'a mut PgConnection,
+    /// The job's id.
+    pub job_id: Uuid,
+    /// This attempt's number (1-based; redeliveries count).
+    pub attempt: i32,
+}
+
+/// One job kind's effect. Jobs are idempotent by construction: the effect
+/// runs in a transaction that also marks the job finished, and a finished
+/// job is never run again.
+pub trait Job: Kind {
+    /// Does the work and returns the result to store.
+    fn run(input: Self::Input, ctx: &mut Context<'_>)
+    -> impl Future<Output = Result<Value, JobError>> + Send;
+}
+
+/// Runs the job of kind `kind`.
+pub async fn run(kind: &str, input: &Value, ctx: &mut Context<'_>) -> Result<Value, JobError> {
+    match kind {
+        ItemsReport::NAME => execute::<ItemsReport>(input, ctx).await,
+        Synthetic::NAME => execute::<Synthetic>(input, ctx).await,
+        _ => Err(JobError::Permanent(format!("unknown job kind {kind:?}"))),
+    }
+}
+
+async fn execute<K: Job>(input: &Value, ctx: &mut Context<'_>) -> Result<Value, JobError>
+where
+    K::Input: Send,
+{
+    let input = K::parse(input).map_err(|violations| {
+        let details: Vec<String> =
+            violations.iter().map(|v| format!("{}: {}", v.pointer, v.detail)).collect();
+        JobError::Permanent(format!("invalid input: {}", details.join("; ")))
+    })?;
+    K::run(input, ctx).await
+}

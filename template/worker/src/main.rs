@@ -1,0 +1,28 @@
+//! The `worker` binary: parse the configuration, start logging, run.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use worker::{Cli, Worker};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match cli.validate() {
+        Ok(config) => config,
+        Err(problems) => {
+            eprintln!("worker: invalid configuration:\n{problems}");
+            return ExitCode::from(2);
+        }
+    };
+    worker::telemetry::init(config.log_format);
+    let result =
+        async { Worker::build(config).await?.run_until_stopped(worker::shutdown_signal()).await }.await;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = format!("{err:#}"), "worker failed");
+            ExitCode::FAILURE
+        }
+    }
+}

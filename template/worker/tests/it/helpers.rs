@@ -1,0 +1,572 @@
+//! The stack under test and the ledger that checks it.
+//!
+//! [`Stack`] runs an api instance (with its outbox relay) and any number
+//! of workers, in process or as real `worker` processes, over one test
+//! database and one queue prefix. [`Ledger`] records every 202 a client
+//! received and, at the end, checks the database: nothing accepted is
+//! lost, nothing is done twice, and nothing unexpected appears.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU32;
+use std::time::Duration;
+
+use api::{App, Settings};
+use jobs::Topology;
+use lapin::options::QueueDeclareOptions;
+use lapin::types::FieldTable;
+use reqwest::StatusCode;
+use reqwest::header::{AUTHORIZATION, HeaderValue};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use testkit::TestDatabase;
+use tokio::process::{Child, Command};
+use tokio::sync::{Mutex, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+/// Short retry delays, so retries finish within a test.
+pub const RETRY_DELAYS: &str = "50ms,100ms";
+
+/// Where the services of a stack are.
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    /// Postgres, as the api and workers see it (possibly through a proxy).
+    pub database_url: String,
+    /// RabbitMQ, as the api and workers see it (possibly through a proxy).
+    pub amqp_url: String,
+}
+
+/// An api instance and its database, plus the workers started for it.
+pub struct Stack {
+    /// The api's address.
+    pub api: SocketAddr,
+    /// A direct pool to the database (never through a proxy).
+    pub db: PgPool,
+    /// Queue names of this stack.
+    pub topology: Topology,
+    /// Where the api and workers connect.
+    pub endpoints: Endpoints,
+    prefix: String,
+    client: reqwest::Client,
+    api_stop: Option<oneshot::Sender<()>>,
+    api_task: Option<JoinHandle<anyhow::Result<()>>>,
+    direct_amqp: String,
+    _database: TestDatabase,
+}
+
+impl Stack {
+    /// A stack on the shared services.
+    pub async fn start() -> Self {
+        Self::start_with(
+            |database| Endpoints {
+                database_url: database.url(),
+                amqp_url: testkit::services::amqp_url().expect("a RabbitMQ for the tests"),
+            },
+            |_| {},
+        )
+        .await
+    }
+
+    /// A stack whose endpoints `endpoints` chooses (given its database),
+    /// with a hook on the api's config.
+    pub async fn start_with(
+        endpoints: impl FnOnce(&TestDatabase) -> Endpoints,
+        configure: impl FnOnce(&mut api::Config),
+    ) -> Self {
+        let database = TestDatabase::create(&api::db::MIGRATOR).await.expect("a test database");
+        let db = PgPool::connect_with(database.options()).await.expect("a direct pool");
+        let endpoints = endpoints(&database);
+        let prefix = format!("test-{}", Uuid::now_v7().simple());
+        let (_, key) =
+            api::keys::create(&db, "ledger", api::keys::DEFAULT_SCOPES, None).await.expect("a key");
+
+        let mut settings = Settings::defaults();
+        settings.host = "127.0.0.1".into();
+        settings.port = "0".into();
+        settings.database_url.clone_from(&endpoints.database_url);
+        settings.amqp_url.clone_from(&endpoints.amqp_url);
+        settings.amqp_queue_prefix.clone_from(&prefix);
+        settings.outbox_poll = "100ms".into();
+        settings.outbox_confirm_timeout = "2s".into();
+        settings.db_acquire_timeout = "1s".into();
+        settings.rate_limit_key = "off".into();
+        settings.rate_limit_writes = "off".into();
+{% if redis %}        settings.redis_url = String::new();
+{% endif %}        let mut config = settings.validate().expect("valid api settings");
+        configure(&mut config);
+        let app = App::build(config).await.expect("building the api");
+        let api = app.local_addr();
+        let (api_stop, stopped) = oneshot::channel::<()>();
+        let api_task = tokio::spawn(app.run_until_stopped(async {
+            let _ = stopped.await;
+        }));
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {key}")).expect("a header"));
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .default_headers(headers)
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("a client");
+        let direct_amqp = testkit::services::amqp_url().expect("a RabbitMQ for the tests");
+        Self {
+            api,
+            db,
+            topology: Topology::new(prefix.clone()),
+            endpoints,
+            prefix,
+            client,
+            api_stop: Some(api_stop),
+            api_task: Some(api_task),
+            direct_amqp,
+            _database: database,
+        }
+    }
+
+    /// Uses `url` for direct broker inspection (when the stack runs on a
+    /// broker of the test's own).
+    pub fn inspect_broker_at(&mut self, url: String) {
+        self.direct_amqp = url;
+    }
+
+    /// Worker settings for this stack.
+    pub fn worker_cli(&self) -> worker::Cli {
+        let mut cli = worker::Cli::defaults();
+        cli.host = "127.0.0.1".into();
+        cli.port = "0".into();
+        cli.database_url.clone_from(&self.endpoints.database_url);
+        cli.amqp_url.clone_from(&self.endpoints.amqp_url);
+        cli.amqp_queue_prefix.clone_from(&self.prefix);
+        cli.worker_concurrency = "8".into();
+        cli.db_max_connections = "12".into();
+        cli.job_retry_delays = RETRY_DELAYS.into();
+        cli.shutdown_grace = "10s".into();
+        cli
+    }
+
+    /// Starts a worker in this process and waits until it is ready.
+    pub async fn worker(&self, tweak: impl FnOnce(&mut worker::Cli)) -> InProcessWorker {
+        let worker = self.spawn_worker(tweak).await;
+        worker.wait_ready().await;
+        worker
+    }
+
+    /// Starts a worker in this process without waiting for it.
+    pub async fn spawn_worker(&self, tweak: impl FnOnce(&mut worker::Cli)) -> InProcessWorker {
+        let mut cli = self.worker_cli();
+        tweak(&mut cli);
+        let config = cli.validate().expect("valid worker settings");
+        let built = worker::Worker::build(config).await.expect("building the worker");
+        let addr = built.local_addr();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(built.run_until_stopped(async {
+            let _ = stopped.await;
+        }));
+        InProcessWorker { addr, stop: Some(stop), task: Some(task) }
+    }
+
+    /// Starts the `worker` binary as a child process.
+    pub async fn worker_process(&self, tweak: impl FnOnce(&mut worker::Cli)) -> WorkerProcess {
+        let mut cli = self.worker_cli();
+        cli.port = free_port().to_string();
+        tweak(&mut cli);
+        let child = Command::new(env!("CARGO_BIN_EXE_worker"))
+            .env_clear()
+            .env("HOST", &cli.host)
+            .env("PORT", &cli.port)
+            .env("DATABASE_URL", &cli.database_url)
+            .env("AMQP_URL", &cli.amqp_url)
+            .env("AMQP_QUEUE_PREFIX", &cli.amqp_queue_prefix)
+            .env("WORKER_CONCURRENCY", &cli.worker_concurrency)
+            .env("DB_MAX_CONNECTIONS", &cli.db_max_connections)
+            .env("JOB_RETRY_DELAYS", &cli.job_retry_delays)
+            .env("SHUTDOWN_GRACE", &cli.shutdown_grace)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("starting the worker binary");
+        let addr: SocketAddr = format!("127.0.0.1:{}", cli.port).parse().expect("an address");
+        let mut process = WorkerProcess { addr, child, logs: Arc::new(Mutex::new(String::new())) };
+        process.collect_logs();
+        wait_ready(addr).await;
+        process
+    }
+
+    /// The api's HTTP client (it sends the stack's API key).
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// `POST /v1/jobs`.
+    pub async fn submit(&self, body: &Value) -> reqwest::Result<reqwest::Response> {
+        self.client.post(format!("http://{}/v1/jobs", self.api)).json(body).send().await
+    }
+
+    /// `GET` an api path.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(format!("http://{}{path}", self.api)).send().await.expect("the api answers")
+    }
+
+    /// The api's `/metrics`.
+    pub async fn api_metrics(&self) -> String {
+        self.get("/metrics").await.text().await.expect("metrics")
+    }
+
+    /// Messages waiting in a queue of this stack.
+    pub async fn queue_depth(&self, queue: &str) -> u32 {
+        let connection =
+            jobs::broker::connect(&self.direct_amqp, "test inspection").await.expect("connecting");
+        let channel = connection.create_channel().await.expect("a channel");
+        let passive = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
+        let queue = channel
+            .queue_declare(queue.into(), passive, FieldTable::default())
+            .await
+            .expect("the queue exists");
+        let _ = connection.close(200, "done".into()).await;
+        queue.message_count()
+    }
+
+    /// Stops the api, then deletes this stack's queues.
+    pub async fn finish(mut self) {
+        if let Some(stop) = self.api_stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.api_task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(15), task).await;
+        }
+        if let Ok(connection) = jobs::broker::connect(&self.direct_amqp, "test cleanup").await
+            && let Ok(channel) = connection.create_channel().await
+        {
+            let delays: Vec<Duration> =
+                RETRY_DELAYS.split(',').map(|d| humantime::parse_duration(d).expect("a delay")).collect();
+            let _ = self.topology.delete(&channel, &delays).await;
+            let _ = connection.close(200, "done".into()).await;
+        }
+    }
+}
+
+/// A worker running in the test process.
+pub struct InProcessWorker {
+    /// Its health port.
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl InProcessWorker {
+    /// Waits until `/readyz` answers 200.
+    pub async fn wait_ready(&self) {
+        wait_ready(self.addr).await;
+    }
+
+    /// The status `/readyz` answers now.
+    pub async fn readiness(&self) -> StatusCode {
+        let client = reqwest::Client::builder().no_proxy().build().expect("a client");
+        client.get(format!("http://{}/readyz", self.addr)).send().await.expect("readyz").status()
+    }
+
+    /// Its `/metrics`.
+    pub async fn metrics(&self) -> String {
+        metrics_of(self.addr).await
+    }
+
+    /// Stops it and waits.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let stopped = tokio::time::timeout(Duration::from_secs(30), task).await;
+            stopped.expect("the worker stops in time").expect("the worker task").expect("the worker ran");
+        }
+    }
+}
+
+/// The `worker` binary, running.
+pub struct WorkerProcess {
+    /// Its health port.
+    pub addr: SocketAddr,
+    /// The process.
+    pub child: Child,
+    /// Everything it printed on stdout so far.
+    pub logs: Arc<Mutex<String>>,
+}
+
+impl WorkerProcess {
+    fn collect_logs(&mut self) {
+        use tokio::io::AsyncBufReadExt as _;
+        let stdout = self.child.stdout.take().expect("piped stdout");
+        let logs = self.logs.clone();
+        tokio::spawn(async move {
+            let mut lines = tokio::io::BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let mut logs = logs.lock().await;
+                logs.push_str(&line);
+                logs.push('\n');
+            }
+        });
+    }
+
+    /// Its `/metrics`.
+    pub async fn metrics(&self) -> String {
+        metrics_of(self.addr).await
+    }
+
+    /// Sends a signal (`"KILL"`, `"TERM"`).
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.id().expect("a running process");
+        let status =
+            std::process::Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status();
+        assert!(status.is_ok_and(|s| s.success()), "kill -{signal} {pid}");
+    }
+}
+
+/// The shared RabbitMQ's URL and its socket address.
+pub async fn shared_broker() -> (String, SocketAddr) {
+    let url = testkit::services::amqp_url().expect("a RabbitMQ for the tests");
+    let addr = address_of(&url).await;
+    (url, addr)
+}
+
+/// The broker's address in an AMQP URL.
+pub async fn address_of(url: &str) -> SocketAddr {
+    let uri: lapin::uri::AMQPUri = url.parse().expect("an AMQP URL");
+    tokio::net::lookup_host((uri.authority.host.as_str(), uri.authority.port))
+        .await
+        .expect("resolving RabbitMQ")
+        .next()
+        .expect("an address")
+}
+
+/// The AMQP URL `url` with its host and port replaced by `addr` (a proxy),
+/// and a query string (such as `heartbeat=1`) added.
+pub fn via(url: &str, addr: SocketAddr, query: &str) -> String {
+    let uri: lapin::uri::AMQPUri = url.parse().expect("an AMQP URL");
+    let vhost = if uri.vhost == "/" { "%2f".to_owned() } else { uri.vhost.clone() };
+    let auth = &uri.authority.userinfo;
+    let query = if query.is_empty() { String::new() } else { format!("?{query}") };
+    format!("amqp://{}:{}@{addr}/{vhost}{query}", auth.username, auth.password)
+}
+
+/// The shared Postgres server's socket address.
+pub async fn shared_postgres() -> SocketAddr {
+    use std::str::FromStr as _;
+    let url = testkit::services::postgres_url().expect("a Postgres for the tests");
+    let options = sqlx::postgres::PgConnectOptions::from_str(&url).expect("a Postgres URL");
+    tokio::net::lookup_host((options.get_host(), options.get_port()))
+        .await
+        .expect("resolving Postgres")
+        .next()
+        .expect("an address")
+}
+
+/// A free TCP port on the loopback interface.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
+}
+
+async fn wait_ready(addr: SocketAddr) {
+    let client = reqwest::Client::builder().no_proxy().build().expect("a client");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(response) = client.get(format!("http://{addr}/readyz")).send().await
+            && response.status() == StatusCode::OK
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the worker at {addr} never became ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn metrics_of(addr: SocketAddr) -> String {
+    let client = reqwest::Client::builder().no_proxy().build().expect("a client");
+    client.get(format!("http://{addr}/metrics")).send().await.expect("metrics").text().await.expect("text")
+}
+
+/// Sums every sample of a metric whose series starts with `series`
+/// (all label combinations when given only the name).
+pub fn total(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|line| !line.starts_with('#') && line.starts_with(series))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// [`total`] as a whole number: every counter and gauge the tests read
+/// this way counts things.
+pub fn count(metrics: &str, series: &str) -> i64 {
+    #[allow(clippy::cast_possible_truncation, reason = "counts of things are small whole numbers")]
+    let count = total(metrics, series).round() as i64;
+    count
+}
+
+/// Waits (bounded) until `check` holds.
+pub async fn wait_until<F, Fut>(what: &str, limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The final status a ledger expects of a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// Done, with exactly one effect.
+    Succeeded,
+    /// Failed permanently, with no effect.
+    Failed,
+    /// Dead-lettered by the broker, with no effect.
+    DeadLettered,
+}
+
+impl Expect {
+    const fn status(self) -> &'static str {
+        match self {
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::DeadLettered => "dead_lettered",
+        }
+    }
+}
+
+/// The client's record of every job the api accepted (a 202), checked
+/// against the database at the end.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    accepted: Mutex<HashMap<Uuid, Expect>>,
+    refused: Mutex<u32>,
+}
+
+/// What the check found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// 202s received.
+    pub accepted: usize,
+    /// Accepted jobs not in their expected final state.
+    pub lost: usize,
+    /// Jobs with more than one effect (or an effect they should not have).
+    pub duplicated: usize,
+    /// Jobs or effects the ledger knows nothing of.
+    pub unexpected: usize,
+    /// Deliveries beyond the first, summed over all jobs (allowed).
+    pub redeliveries: i64,
+    /// Submissions that got no 202 (allowed while a fault is on; not in the ledger).
+    pub refused: u32,
+}
+
+impl Ledger {
+    /// Submits a job; records it when the answer is 202.
+    pub async fn submit(&self, stack: &Stack, body: &Value, expect: Expect) -> Option<Uuid> {
+        match stack.submit(body).await {
+            Ok(response) if response.status() == StatusCode::ACCEPTED => {
+                let job: Value = response.json().await.expect("a job");
+                let id: Uuid = job["id"].as_str().and_then(|id| id.parse().ok()).expect("a job id");
+                self.accepted.lock().await.insert(id, expect);
+                Some(id)
+            }
+            _ => {
+                *self.refused.lock().await += 1;
+                None
+            }
+        }
+    }
+
+    /// Submits `count` synthetic jobs of `work_ms` each, `pause` apart.
+    pub async fn stream(&self, stack: &Stack, count: usize, work_ms: u64, pause: Duration) {
+        for _ in 0..count {
+            self.submit(
+                stack,
+{% raw %}                &json!({"kind": "synthetic", "input": {"work_ms": work_ms}}),{% endraw %}
+                Expect::Succeeded,
+            )
+            .await;
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    /// Jobs accepted so far.
+    pub async fn accepted(&self) -> usize {
+        self.accepted.lock().await.len()
+    }
+
+    /// Waits (up to `limit`) until every accepted job reached its expected
+    /// state, then checks the database and returns the figures. Panics with
+    /// the report when anything was lost, duplicated or unexpected.
+    pub async fn settle(&self, stack: &Stack, what: &str, limit: Duration) -> Report {
+        let deadline = Instant::now() + limit;
+        let report = loop {
+            let report = self.check(&stack.db).await;
+            if report.lost == 0 || Instant::now() > deadline {
+                break report;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        eprintln!("ledger [{what}]: {report:?}");
+        assert_eq!(
+            (report.lost, report.duplicated, report.unexpected),
+            (0, 0, 0),
+            "ledger [{what}]: lost, duplicated, unexpected — {report:?}"
+        );
+        assert!(report.accepted > 0, "ledger [{what}]: nothing was accepted");
+        report
+    }
+
+    async fn check(&self, db: &PgPool) -> Report {
+        let accepted = self.accepted.lock().await.clone();
+        let jobs: Vec<(Uuid, String, i32)> = sqlx::query_as("SELECT id, status, attempts FROM jobs")
+            .fetch_all(db)
+            .await
+            .expect("reading jobs");
+        let effects: Vec<(Uuid, i64)> =
+            sqlx::query_as("SELECT job_id, count(*) FROM job_effects GROUP BY job_id")
+                .fetch_all(db)
+                .await
+                .expect("reading effects");
+        let effects: HashMap<Uuid, i64> = effects.into_iter().collect();
+        let known: HashSet<Uuid> = jobs.iter().map(|j| j.0).collect();
+        let mut report = Report {
+            accepted: accepted.len(),
+            lost: 0,
+            duplicated: 0,
+            unexpected: 0,
+            redeliveries: 0,
+            refused: *self.refused.lock().await,
+        };
+        for (id, status, attempts) in &jobs {
+            report.redeliveries += i64::from((*attempts - 1).max(0));
+            let Some(expect) = accepted.get(id) else {
+                report.unexpected += 1;
+                continue;
+            };
+            if status != expect.status() {
+                report.lost += 1;
+            }
+            let wanted = i64::from(*expect == Expect::Succeeded);
+            let have = effects.get(id).copied().unwrap_or(0);
+            if have > wanted || (status == "succeeded" && have != 1) {
+                report.duplicated += 1;
+            }
+        }
+        report.lost += accepted.keys().filter(|id| !known.contains(id)).count();
+        report.unexpected += effects.keys().filter(|id| !accepted.contains_key(id)).count();
+        report
+    }
+}
+
+/// A relay failpoint: crash this many times between confirm and commit.
+pub fn relay_crashes(times: u32) -> Arc<AtomicU32> {
+    Arc::new(AtomicU32::new(times))
+}

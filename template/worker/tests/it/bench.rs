@@ -38,7 +38,10 @@ async fn jobs_throughput_and_latency() {
     )
     .await;
     let raw = raw_publish_rate(&stack).await;
-    let (accepted, submit_rate) = submit_rate(&stack).await;
+    let item = json!({"name": "bench", "price_cents": 100, "currency": "EUR"});
+    let (_, create_rate) = post_rate(&stack, "/v1/items", &item, StatusCode::CREATED).await;
+    let (accepted, submit_rate) =
+        post_rate(&stack, "/v1/jobs", &json!({"kind": "synthetic"}), StatusCode::ACCEPTED).await;
 
     // Let the relay drain the outbox, so the worker starts on a full queue.
     let drained = Instant::now();
@@ -88,9 +91,11 @@ async fn jobs_throughput_and_latency() {
     println!("\njobs benchmark ({CONCURRENCY} concurrent clients, api pool {POOL}, {SECONDS} s per phase)");
     println!("  raw lapin publish + confirm (persistent, quorum queue): {raw:>9.0} msg/s");
     println!(
-        "  POST /v1/jobs → 202 (Postgres transaction, outbox):     {submit_rate:>9.0} req/s  = {:.2}× raw publish",
-        submit_rate / raw
+        "  POST /v1/jobs → 202 (Postgres transaction, outbox):     {submit_rate:>9.0} req/s  = {:.2}× raw publish, {:.2}× item create",
+        submit_rate / raw,
+        submit_rate / create_rate
     );
+    println!("  POST /v1/items → 201 (one insert, for reference):      {create_rate:>9.0} req/s");
     println!("  relay tail after the submissions stopped:              {:>9.2} s", relay_tail.as_secs_f64());
     println!(
         "  worker, 16 at once, empty synthetic jobs:               {work_rate:>9.0} jobs/s ({accepted} jobs)"
@@ -156,28 +161,28 @@ async fn raw_publish_rate(stack: &Stack) -> f64 {
     rate
 }
 
-/// 202s per second from `CONCURRENCY` clients submitting for `SECONDS`.
-async fn submit_rate(stack: &Stack) -> (u64, f64) {
-    let accepted = Arc::new(AtomicU64::new(0));
+/// Answers per second from `CONCURRENCY` clients posting `body` to `path`
+/// for `SECONDS`, each answer `expected`.
+async fn post_rate(stack: &Stack, path: &str, body: &serde_json::Value, expected: StatusCode) -> (u64, f64) {
+    let answered = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(SECONDS);
     let started = Instant::now();
     let mut clients = Vec::new();
     for _ in 0..CONCURRENCY {
-        let (client, url, accepted) =
-            (stack.client().clone(), format!("http://{}/v1/jobs", stack.api), accepted.clone());
+        let (client, url, answered, body) =
+            (stack.client().clone(), format!("http://{}{path}", stack.api), answered.clone(), body.clone());
         clients.push(tokio::spawn(async move {
             while Instant::now() < deadline {
-                let response =
-                    client.post(&url).json(&json!({"kind": "synthetic"})).send().await.expect("sent");
-                assert_eq!(response.status(), StatusCode::ACCEPTED);
-                accepted.fetch_add(1, Ordering::Relaxed);
+                let response = client.post(&url).json(&body).send().await.expect("sent");
+                assert_eq!(response.status(), expected);
+                answered.fetch_add(1, Ordering::Relaxed);
             }
         }));
     }
     for client in clients {
         client.await.expect("a client");
     }
-    let count = accepted.load(Ordering::Relaxed);
+    let count = answered.load(Ordering::Relaxed);
     #[allow(clippy::cast_precision_loss, reason = "request counts")]
     let rate = count as f64 / started.elapsed().as_secs_f64();
     (count, rate)

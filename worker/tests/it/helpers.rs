@@ -410,6 +410,16 @@ pub fn count(metrics: &str, series: &str) -> i64 {
     count
 }
 
+/// A worker's delivery figures for the reports: deliveries the broker
+/// flagged as redelivered, and deliveries of already finished jobs.
+pub fn deliveries(metrics: &str) -> String {
+    format!(
+        "redelivered {}, duplicates acknowledged with no effect {}",
+        count(metrics, "jobs_redelivered_total"),
+        count(metrics, "jobs_processed_total{kind=\"synthetic\",outcome=\"duplicate\"}")
+    )
+}
+
 /// Waits (bounded) until `check` holds.
 pub async fn wait_until<F, Fut>(what: &str, limit: Duration, mut check: F)
 where

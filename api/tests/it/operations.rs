@@ -89,7 +89,7 @@ async fn the_openapi_document_describes_every_route_and_matches_the_snapshot() {
 // @template if worker
 /// Moves the jobs paths, schemas and tag out of `doc` into a document of their own.
 fn split_off_jobs(doc: &mut serde_json::Value) -> serde_json::Value {
-    let mut take = |container: &mut serde_json::Value, is_jobs: fn(&str) -> bool| {
+    let take = |container: &mut serde_json::Value, is_jobs: fn(&str) -> bool| {
         let map = container.as_object_mut().expect("an object");
         let keys: Vec<String> = map.keys().filter(|k| is_jobs(k)).cloned().collect();
         keys.into_iter()

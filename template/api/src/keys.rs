@@ -265,7 +265,7 @@ mod tests {
             assert!(text.contains(part), "{part} missing from {text}");
         }
         let (scopes, rate) = validate_new("ci", DEFAULT_SCOPES, Some("5/1s")).expect("valid");
-        assert_eq!(scopes, ["items:read", "items:write"]);
+        assert_eq!(scopes, DEFAULT_SCOPES.split(',').collect::<Vec<_>>());
         assert_eq!(rate.map(|r| r.quota), Some(5));
     }
 

@@ -12,6 +12,8 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::Router;
 use sqlx::PgPool;
+
+use crate::db::Db;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 // @template if worker
@@ -60,7 +62,7 @@ impl App {
         let metrics = Arc::new(Metrics::new(db.clone()));
         let keys = KeyRing::start(db.clone(), config.access.key_refresh).await;
         #[allow(unused_mut, reason = "changed only when the project has Redis")]
-        let mut items = Items::new(db.clone());
+        let mut items = Items::new(Db::new(db.clone(), metrics.db_client_connection_wait_time.clone()));
         // @template if redis
         let limiter = match &config.redis {
             Some(redis_config) => {
@@ -91,7 +93,10 @@ impl App {
         });
         // @template if worker
         let relay_wake = Arc::new(Notify::new());
-        let jobs = Jobs::new(db.clone(), relay_wake.clone());
+        let jobs = Jobs::new(
+            Db::new(db.clone(), metrics.db_client_connection_wait_time.clone()),
+            relay_wake.clone(),
+        );
         // @template endif
         let state = AppState {
             db,

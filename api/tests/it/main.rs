@@ -6,6 +6,7 @@ mod access;
 mod cache;
 // @template endif
 mod errors;
+mod exporter;
 mod helpers;
 mod items;
 // @template if worker
@@ -20,3 +21,4 @@ mod resilience;
 // @template if redis
 mod shared_limits;
 // @template endif
+mod telemetry;

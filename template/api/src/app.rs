@@ -12,6 +12,8 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::Router;
 use sqlx::PgPool;
+
+use crate::db::Db;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 {% if worker %}use tokio::sync::Notify;
@@ -50,7 +52,7 @@ impl App {
         let metrics = Arc::new(Metrics::new(db.clone()));
         let keys = KeyRing::start(db.clone(), config.access.key_refresh).await;
         #[allow(unused_mut, reason = "changed only when the project has Redis")]
-        let mut items = Items::new(db.clone());
+        let mut items = Items::new(Db::new(db.clone(), metrics.db_client_connection_wait_time.clone()));
 {% if redis %}        let limiter = match &config.redis {
             Some(redis_config) => {
                 let redis = Arc::new(Redis::connect(redis_config, &metrics)?);
@@ -76,7 +78,10 @@ impl App {
             public_max_age: config.access.public_max_age,
         });
 {% if worker %}        let relay_wake = Arc::new(Notify::new());
-        let jobs = Jobs::new(db.clone(), relay_wake.clone());
+        let jobs = Jobs::new(
+            Db::new(db.clone(), metrics.db_client_connection_wait_time.clone()),
+            relay_wake.clone(),
+        );
 {% endif %}        let state = AppState {
             db,
             items,

@@ -27,8 +27,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
+use crate::db::Db;
 use redis::Script;
-use sqlx::PgPool;
 use tokio::sync::OnceCell;
 use uuid::Uuid;
 
@@ -117,7 +117,7 @@ impl ItemCache {
     }
 
     /// An item, from the cache when it is there.
-    pub async fn get(&self, db: &PgPool, id: Uuid) -> Result<Option<Item>, ApiError> {
+    pub async fn get(&self, db: &Db, id: Uuid) -> Result<Option<Item>, ApiError> {
         // An invalidation Redis has not taken yet: the entry may be stale.
         let lookup = if self.is_pending(id) { Lookup::Unavailable } else { self.lookup(id).await };
         let floor = match lookup {
@@ -131,7 +131,7 @@ impl ItemCache {
             }
             Lookup::Unavailable => {
                 self.count("bypass");
-                return store::find(db, id).await.map_err(ApiError::from);
+                return Ok(store::find(&mut *db.conn().await?, id).await?);
             }
         };
         let mut fresh = false;
@@ -187,12 +187,12 @@ impl ItemCache {
     }
 
     /// The single-flight leader's work: look again, then load and fill.
-    async fn load_and_fill(&self, db: &PgPool, id: Uuid) -> sqlx::Result<Option<Item>> {
+    async fn load_and_fill(&self, db: &Db, id: Uuid) -> sqlx::Result<Option<Item>> {
         if let Lookup::Hit(item) = self.lookup(id).await {
             return Ok(Some(item));
         }
         self.metrics.cache_loads.inc();
-        let item = store::find(db, id).await?;
+        let item = store::find(&mut *db.conn().await?, id).await?;
         if let Some(item) = &item {
             if let Some(delay) = self.fill_delay {
                 tokio::time::sleep(delay.mul_f64(rand::random::<f64>())).await;
@@ -206,7 +206,7 @@ impl ItemCache {
         let key = self.key(id);
         let reply: Result<(Option<i64>, Option<String>), _> = self
             .redis
-            .call(|mut conn| async move {
+            .call(("HMGET", "HMGET"), |mut conn| async move {
                 redis::cmd("HMGET").arg(&key).arg("v").arg("d").query_async(&mut conn).await
             })
             .await;
@@ -238,7 +238,7 @@ impl ItemCache {
         let key = self.key(id);
         let ttl = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
         self.redis
-            .call(|mut conn| async move {
+            .call(("EVALSHA", "EVALSHA cache.put"), |mut conn| async move {
                 PUT.key(key).arg(version).arg(payload).arg(ttl).invoke_async::<i64>(&mut conn).await
             })
             .await

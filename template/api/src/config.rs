@@ -310,14 +310,7 @@ pub enum Cors {
     Origins(Vec<String>),
 }
 
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    /// JSON lines, for machines.
-    Json,
-    /// Human-readable, for a terminal.
-    Pretty,
-}
+pub use telemetry::LogFormat;
 
 /// Every problem found in the settings, reported together.
 #[derive(Debug)]
@@ -405,11 +398,7 @@ impl Settings {
         let shutdown_grace = p.parse("SHUTDOWN_GRACE", &self.shutdown_grace, duration);
         let cors = p.parse("CORS_ALLOWED_ORIGINS", &self.cors_allowed_origins, parse_cors);
         let deprecations = p.parse("API_DEPRECATIONS", &self.api_deprecations, Deprecations::parse);
-        let log_format = p.parse("LOG_FORMAT", &self.log_format, |raw| match raw {
-            "json" => Ok(LogFormat::Json),
-            "pretty" => Ok(LogFormat::Pretty),
-            _ => Err("expected json or pretty"),
-        });
+        let log_format = p.parse("LOG_FORMAT", &self.log_format, LogFormat::from_str);
         let http_cache_max_age = p.parse("HTTP_CACHE_MAX_AGE", &self.http_cache_max_age, duration);
         let replicas = p.parse("RATE_LIMIT_REPLICAS", &self.rate_limit_replicas, u32::from_str);
         let trusted_proxies = p.parse("TRUSTED_PROXIES", &self.trusted_proxies, parse_networks);

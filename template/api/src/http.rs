@@ -45,7 +45,7 @@ pub fn apply(router: Router, metrics: Arc<Metrics>, config: &Config) -> Router {
     let stack = ServiceBuilder::new()
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION, header::COOKIE]))
-        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(TraceLayer::new_for_http().make_span_with(request_span).on_response(record_response))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(middleware::from_fn_with_state(metrics, record_metrics))
         .layer(middleware::from_fn(problem_for_bare_errors))
@@ -59,18 +59,57 @@ pub fn apply(router: Router, metrics: Arc<Metrics>, config: &Config) -> Router {
     router.layer(stack)
 }
 
-/// The span every request runs in. Its fields are on every log line the
-/// request produces (JSON logs include the current span).
+/// The span every request runs in: an OpenTelemetry HTTP server span named
+/// `{method} {route template}`, the child of the caller's span when the
+/// request carries W3C `traceparent`/`tracestate`. Its fields are on every
+/// log line the request produces (JSON logs include the current span and
+/// the trace and span ids).
 fn request_span(request: &Request) -> tracing::Span {
-    let route = request.extensions().get::<MatchedPath>().map_or("", MatchedPath::as_str);
-    let request_id = request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
-    tracing::info_span!(
+    let route = request.extensions().get::<MatchedPath>().map(MatchedPath::as_str);
+    let method = method_label(request.method());
+    let name = route.map_or_else(|| method.to_owned(), |route| format!("{method} {route}"));
+    let header = |name: HeaderName| request.headers().get(name).and_then(|v| v.to_str().ok());
+    let span = tracing::info_span!(
         "request",
-        http.request.method = %request.method(),
+        otel.name = name,
+        otel.kind = "server",
+        http.request.method = method,
         http.route = route,
-        request_id,
+        url.path = request.uri().path(),
+        url.scheme = "http",
+        network.protocol.version = protocol_version(request.version()),
+        user_agent.original = header(header::USER_AGENT),
+        http.response.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+        request_id = header(REQUEST_ID).unwrap_or(""),
         api_key = tracing::field::Empty,
-    )
+    );
+    telemetry::propagation::set_parent_from_headers(&span, request.headers());
+    span
+}
+
+/// Completes the request span: the status, and an error status for a 5xx
+/// (a 4xx is the client's error, not the server span's).
+fn record_response<B>(response: &Response<B>, latency: std::time::Duration, span: &tracing::Span) {
+    let status = response.status();
+    span.record("http.response.status_code", status.as_u16());
+    if status.is_server_error() {
+        span.record("otel.status_code", "ERROR");
+        span.record("error.type", status.as_str());
+    }
+    tracing::debug!(status = status.as_u16(), latency_ms = latency.as_secs_f64() * 1e3, "answered");
+}
+
+fn protocol_version(version: axum::http::Version) -> &'static str {
+    use axum::http::Version;
+    match version {
+        Version::HTTP_09 => "0.9",
+        Version::HTTP_10 => "1.0",
+        Version::HTTP_2 => "2",
+        Version::HTTP_3 => "3",
+        _ => "1.1",
+    }
 }
 
 fn cors_layer(cors: &Cors) -> Option<CorsLayer> {

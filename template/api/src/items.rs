@@ -7,8 +7,8 @@ pub mod store;
 
 {% if redis %}use std::sync::Arc;
 
-{% endif %}use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+{% endif %}use crate::db::Db;
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 {% if redis %}use crate::cache::ItemCache;
@@ -157,13 +157,13 @@ pub struct Page {
 /// single-item reads when there is one. Cheap to clone.
 #[derive(Clone)]
 pub struct Items {
-    db: PgPool,
+    db: Db,
 {% if redis %}    cache: Option<Arc<ItemCache>>,
 {% endif %}}
 
 impl Items {
     /// Items stored in `db`.
-    pub fn new(db: PgPool) -> Self {
+    pub fn new(db: Db) -> Self {
         Self {
             db,
 {% if redis %}            cache: None,
@@ -179,7 +179,7 @@ impl Items {
     /// Creates an item.
     #[tracing::instrument(skip_all)]
     pub async fn create(&self, item: ValidItem) -> Result<Item, ApiError> {
-        Ok(store::insert(&self.db, Uuid::now_v7(), &item).await?)
+        Ok(store::insert(&mut *self.db.conn().await?, Uuid::now_v7(), &item).await?)
     }
 
     /// Reads an item.
@@ -188,14 +188,14 @@ impl Items {
 {% if redis %}        if let Some(cache) = &self.cache {
             return cache.get(&self.db, id).await?.ok_or(ApiError::NotFound("item"));
         }
-{% endif %}        store::find(&self.db, id).await?.ok_or(ApiError::NotFound("item"))
+{% endif %}        store::find(&mut *self.db.conn().await?, id).await?.ok_or(ApiError::NotFound("item"))
     }
 
     /// Reads a page of up to `limit` items after `after`.
     #[tracing::instrument(skip(self))]
     pub async fn list(&self, after: Option<Uuid>, limit: u32) -> Result<Page, ApiError> {
         // One extra row tells whether another page exists without a COUNT.
-        let mut items = store::list_after(&self.db, after, i64::from(limit) + 1).await?;
+        let mut items = store::list_after(&mut *self.db.conn().await?, after, i64::from(limit) + 1).await?;
         let next_after = if items.len() > limit as usize {
             items.truncate(limit as usize);
             items.last().map(|item| item.id)
@@ -213,7 +213,9 @@ impl Items {
         precondition: &Precondition,
         item: ValidItem,
     ) -> Result<Item, ApiError> {
-        let Some(updated) = store::update(&self.db, id, precondition.versions(), &item).await? else {
+        let Some(updated) =
+            store::update(&mut *self.db.conn().await?, id, precondition.versions(), &item).await?
+        else {
             return Err(self.missed(id).await);
         };
         // The UPDATE has committed: only now may the cached copy go.
@@ -226,7 +228,9 @@ impl Items {
     /// Deletes an item if the precondition holds.
     #[tracing::instrument(skip(self))]
     pub async fn delete(&self, id: Uuid, precondition: &Precondition) -> Result<(), ApiError> {
-        let Some(deleted_version) = store::delete(&self.db, id, precondition.versions()).await? else {
+        let Some(deleted_version) =
+            store::delete(&mut *self.db.conn().await?, id, precondition.versions()).await?
+        else {
             return Err(self.missed(id).await);
         };
 {% if redis %}        // The tombstone outranks the deleted version, so a reader that loaded
@@ -241,7 +245,11 @@ impl Items {
     /// A conditional write matched no row: either the item is gone (404) or
     /// its version moved on (412).
     async fn missed(&self, id: Uuid) -> ApiError {
-        match store::exists(&self.db, id).await {
+        let exists = match self.db.conn().await {
+            Ok(mut conn) => store::exists(&mut *conn, id).await,
+            Err(err) => Err(err),
+        };
+        match exists {
             Ok(true) => ApiError::code(crate::error::ErrorCode::PreconditionFailed),
             Ok(false) => ApiError::NotFound("item"),
             Err(err) => err.into(),

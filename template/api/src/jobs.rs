@@ -16,11 +16,14 @@ pub mod store;
 
 use std::sync::Arc;
 
+use axum::http::HeaderMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use sqlx::PgPool;
+use sqlx::Connection as _;
+
+use crate::db::Db;
 use tokio::sync::Notify;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -88,6 +91,8 @@ pub struct Submission {
     pub idempotency_key: Option<String>,
     /// W3C trace context to carry to the worker.
     pub traceparent: String,
+    /// Its vendor half, when there is one.
+    pub tracestate: Option<String>,
 }
 
 impl Submission {
@@ -146,21 +151,22 @@ pub enum Submitted {
 /// The jobs service: submitting and reading jobs.
 #[derive(Clone)]
 pub struct Jobs {
-    db: PgPool,
+    db: Db,
     /// Wakes this replica's relay as soon as a job is committed.
     relay_wake: Arc<Notify>,
 }
 
 impl Jobs {
     /// The service over `db`; `relay_wake` is the local relay's doorbell.
-    pub fn new(db: PgPool, relay_wake: Arc<Notify>) -> Self {
+    pub fn new(db: Db, relay_wake: Arc<Notify>) -> Self {
         Self { db, relay_wake }
     }
 
     /// Records a job and its outbox row in one transaction.
     pub async fn submit(&self, submission: &Submission) -> sqlx::Result<Submitted> {
         let hash = submission.request_hash();
-        let mut tx = self.db.begin().await?;
+        let mut conn = self.db.conn().await?;
+        let mut tx = conn.begin().await?;
         let outcome = if let Some(job) = store::insert(&mut tx, Uuid::now_v7(), submission, &hash).await? {
             store::enqueue(&mut *tx, job.id).await?;
             Submitted::Created(job)
@@ -183,13 +189,27 @@ impl Jobs {
 
     /// A job of `owner`'s; other keys' jobs do not exist for it.
     pub async fn find(&self, owner: Uuid, id: Uuid) -> sqlx::Result<Option<Job>> {
-        store::find(&self.db, owner, id).await
+        store::find(&mut *self.db.conn().await?, owner, id).await
     }
 }
 
-/// The W3C `traceparent` to carry to the worker: the request's own when it
-/// sent a valid one, otherwise a new trace.
-pub fn traceparent(incoming: Option<&str>) -> String {
+/// The W3C trace context (`traceparent`, `tracestate`) to carry to the
+/// worker: the request span's own, a child of the caller's span when the
+/// caller sent one. With the span layer off (`OTEL_SDK_DISABLED`), the
+/// caller's valid context is carried as it came, or a new trace starts.
+pub fn trace_context(span: &tracing::Span, incoming: &HeaderMap) -> (String, Option<String>) {
+    use telemetry::propagation::{TRACEPARENT, TRACESTATE, headers_of};
+    let mut carried = headers_of(span).into_iter();
+    if let Some((TRACEPARENT, traceparent)) = carried.next() {
+        return (traceparent, carried.find(|(name, _)| *name == TRACESTATE).map(|(_, v)| v));
+    }
+    let header = |name: &str| incoming.get(name).and_then(|v| v.to_str().ok());
+    let kept = header(TRACEPARENT).is_some_and(valid_traceparent);
+    (traceparent(header(TRACEPARENT)), header(TRACESTATE).filter(|_| kept).map(str::to_owned))
+}
+
+/// The caller's `traceparent` when it is valid, otherwise a new trace.
+fn traceparent(incoming: Option<&str>) -> String {
     if let Some(value) = incoming.filter(|v| valid_traceparent(v)) {
         return value.to_ascii_lowercase();
     }
@@ -219,6 +239,7 @@ mod tests {
             owner: Uuid::nil(),
             idempotency_key: None,
             traceparent: traceparent(None),
+            tracestate: None,
         }
     }
 

@@ -23,19 +23,29 @@ async fn main() -> ExitCode {
         eprintln!("invalid key: {err}");
         return ExitCode::from(2);
     }
-    api::telemetry::init(config.log_format, matches!(cli.command, Some(Command::Keys(_))));
+    let telemetry =
+        match api::telemetry::init(config.log_format, matches!(cli.command, Some(Command::Keys(_)))) {
+            Ok(telemetry) => telemetry,
+            Err(err) => {
+                eprintln!("api: {err:#}");
+                return ExitCode::from(2);
+            }
+        };
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config).await,
         Command::Migrate => api::db::migrate(&config.database).await,
         Command::Keys(command) => keys(&config, command).await,
     };
-    match result {
+    let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!(error = format!("{err:#}"), "api failed");
             ExitCode::FAILURE
         }
-    }
+    };
+    // Last: the spans of the drain itself go out too, within a bound.
+    telemetry.shutdown(telemetry::FLUSH_BOUND).await;
+    code
 }
 
 async fn serve(config: api::Config) -> anyhow::Result<()> {

@@ -19,6 +19,7 @@ use std::time::Duration;
 use anyhow::Context;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use secrecy::ExposeSecret;
+use telemetry::spans::Traced as _;
 
 pub use breaker::Breaker;
 
@@ -87,8 +88,22 @@ impl Redis {
     }
 
     /// Runs one call (a command, a pipeline or a script) under the timeout
-    /// and the breaker.
-    pub async fn call<T, F, Fut>(&self, call: F) -> Result<T, Unavailable>
+    /// and the breaker, in a client span: `operation` is the command and
+    /// `summary` names the span (`EVALSHA cache.put`).
+    pub async fn call<T, F, Fut>(
+        &self,
+        (operation, summary): (&'static str, &'static str),
+        call: F,
+    ) -> Result<T, Unavailable>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let span = telemetry::redis_span!(operation, summary);
+        self.call_unspanned(call).traced(span).await
+    }
+
+    async fn call_unspanned<T, F, Fut>(&self, call: F) -> Result<T, Unavailable>
     where
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,

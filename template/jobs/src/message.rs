@@ -10,8 +10,11 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// Header carrying the W3C trace context of the request that submitted the job.
+/// Header carrying the W3C trace context of the span that published the
+/// message (whose parent is the request that submitted the job).
 pub const TRACEPARENT: &str = "traceparent";
+/// The vendor half of the W3C trace context, when there is one.
+pub const TRACESTATE: &str = "tracestate";
 /// Header quorum queues set to the number of earlier delivery attempts.
 pub const DELIVERY_COUNT: &str = "x-delivery-count";
 /// AMQP delivery mode for messages that survive a broker restart.
@@ -39,11 +42,11 @@ impl JobMessage {
 
     /// Properties of a published job message: persistent, JSON, the job id as
     /// the message id (so duplicates are recognisable), the kind as the type,
-    /// and the trace context in the headers.
-    pub fn properties(&self, traceparent: Option<&str>) -> BasicProperties {
+    /// and the trace context (`traceparent`, `tracestate`) in the headers.
+    pub fn properties<S: AsRef<str>>(&self, trace: &[(&str, S)]) -> BasicProperties {
         let mut headers = FieldTable::default();
-        if let Some(traceparent) = traceparent {
-            headers.insert(TRACEPARENT.into(), AMQPValue::LongString(LongString::from(traceparent)));
+        for (name, value) in trace {
+            headers.insert((*name).into(), AMQPValue::LongString(LongString::from(value.as_ref())));
         }
         BasicProperties::default()
             .with_delivery_mode(PERSISTENT)
@@ -93,13 +96,14 @@ mod tests {
     fn properties_carry_the_id_the_trace_and_persistence() {
         let message = JobMessage { id: Uuid::now_v7(), kind: "synthetic".into() };
         let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        let properties = message.properties(Some(traceparent));
+        let properties = message.properties(&[(TRACEPARENT, traceparent), (TRACESTATE, "vendor=1")]);
         assert_eq!(
             properties.message_id().as_ref().map(ShortString::as_str),
             Some(message.id.to_string().as_str())
         );
         assert_eq!(*properties.delivery_mode(), Some(PERSISTENT));
         assert_eq!(header_str(&properties, TRACEPARENT).as_deref(), Some(traceparent));
+        assert_eq!(header_str(&properties, TRACESTATE).as_deref(), Some("vendor=1"));
         assert_eq!(header_int(&properties, DELIVERY_COUNT), None);
     }
 }

@@ -10,6 +10,8 @@
 //! RabbitMQ node a test may kill outright.
 
 mod database;
+pub mod otlp;
+pub mod promtool;
 mod proxy;
 {% if worker %}mod rabbit_server;
 {% endif %}{% if redis %}mod redis_server;

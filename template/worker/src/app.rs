@@ -40,7 +40,8 @@ impl Worker {
             .connect_lazy_with(options);
         let listener =
             TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
-        Ok(Self { listener, config, db, metrics: Arc::new(Metrics::default()) })
+        let metrics = Arc::new(Metrics::new(db.clone()));
+        Ok(Self { listener, config, db, metrics })
     }
 
     /// The health port's address (with the real port when 0 was asked for).
@@ -72,6 +73,7 @@ impl Worker {
         let server = tokio::spawn(async move { server.await });
         tracing::info!(queue = config.topology.queue(), concurrency = config.concurrency, "worker starting");
 
+        let gauges = tokio::spawn(crate::gauges::watch(config.clone(), db.clone(), metrics.clone()));
         let (stop, stopped) = watch::channel(false);
         let runner = Arc::new(Runner::new(config, db.clone(), metrics, consuming, draining.clone()));
         let consumer = tokio::spawn(runner.supervise(stopped));
@@ -80,6 +82,7 @@ impl Worker {
         tracing::info!("shutdown requested: readiness is now 503");
         let _ = stop.send(true);
         consumer.await.context("the consumer task failed")?;
+        gauges.abort();
         let _ = stop_http.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
         let _ = tokio::time::timeout(Duration::from_secs(2), db.close()).await;

@@ -90,14 +90,7 @@ pub struct Config {
     pub name: String,
 }
 
-/// How logs are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    /// One JSON object per line.
-    Json,
-    /// Human-readable.
-    Pretty,
-}
+pub use telemetry::LogFormat;
 
 impl Cli {
     /// Settings with every default, as if no flag or variable were set.
@@ -161,11 +154,7 @@ impl Cli {
         );
         let grace = humantime::parse_duration(&self.shutdown_grace);
         check("SHUTDOWN_GRACE", &self.shutdown_grace, grace.as_ref().map(drop).map_err(ToString::to_string));
-        let log_format = match self.log_format.as_str() {
-            "json" => Ok(LogFormat::Json),
-            "pretty" => Ok(LogFormat::Pretty),
-            _ => Err("expected json or pretty".to_owned()),
-        };
+        let log_format = self.log_format.parse::<LogFormat>();
         check("LOG_FORMAT", &self.log_format, log_format.as_ref().map(drop).map_err(Clone::clone));
         if let (Ok(pool), Ok(concurrency)) = (&pool, &concurrency)
             && *pool < u32::from(*concurrency)

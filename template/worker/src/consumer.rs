@@ -37,7 +37,7 @@ use anyhow::Context as _;
 use futures_util::StreamExt as _;
 use jobs::JobMessage;
 use jobs::broker::{self, Backoff};
-use jobs::message::{self, TRACEPARENT};
+use jobs::message::{self, TRACEPARENT, TRACESTATE};
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions,
@@ -243,15 +243,35 @@ impl Runner {
             self.metrics.jobs_redelivered.inc();
         }
         let traceparent = message::header_str(&delivery.properties, TRACEPARENT);
-        let trace_id =
-            traceparent.as_deref().and_then(|t| t.split('-').nth(1)).unwrap_or_default().to_owned();
+        let tracestate = message::header_str(&delivery.properties, TRACESTATE);
+        let queue = self.config.topology.queue();
+        // The consumer span: the child of the relay's publish span, so the
+        // submitting request and this delivery share one trace.
         let span = tracing::info_span!(
-            "job",
+            "process",
+            otel.name = format!("process {queue}"),
+            otel.kind = "consumer",
+            messaging.system = "rabbitmq",
+            messaging.operation.type = "process",
+            messaging.operation.name = "process",
+            messaging.destination.name = queue.as_str(),
+            messaging.message.id = %message.id,
+            messaging.message.body.size = delivery.data.len(),
+            messaging.rabbitmq.message.delivery_tag = delivery.delivery_tag,
             job_id = %message.id,
             kind = %message.kind,
-            trace_id = %trace_id,
-            attempt = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+            otel.status_description = tracing::field::Empty,
+            error.type = tracing::field::Empty,
         );
+        telemetry::propagation::set_parent_from(&span, traceparent.as_deref(), tracestate.as_deref());
+        // A retry copy carries this delivery's context on.
+        let mut trace = telemetry::propagation::headers_of(&span);
+        if trace.is_empty() {
+            trace.extend(traceparent.map(|v| (TRACEPARENT, v)));
+            trace.extend(tracestate.map(|v| (TRACESTATE, v)));
+        }
+        let consume = span.clone();
         async move {
             let Ok(_permit) = self.permits.clone().acquire_owned().await else { return };
             if self.draining.load(Ordering::Acquire) {
@@ -261,8 +281,23 @@ impl Runner {
             }
             let started = Instant::now();
             self.metrics.jobs_in_flight.inc();
-            let outcome = self.process(&message).await;
-            let label = self.settle(&message, traceparent.as_deref(), &delivery, &channel, outcome).await;
+            let job = tracing::info_span!(
+                "job",
+                otel.name = format!("job {}", message.kind),
+                job.id = %message.id,
+                job.kind = %message.kind,
+                job.attempt = tracing::field::Empty,
+                otel.status_code = tracing::field::Empty,
+                otel.status_description = tracing::field::Empty,
+                error.type = tracing::field::Empty,
+            );
+            let outcome = self.process(&message).instrument(job.clone()).await;
+            let label = self.settle(&message, &trace, &delivery, &channel, outcome).await;
+            if !matches!(label, "succeeded" | "duplicate") {
+                telemetry::spans::record_error(&job, label, &label);
+                telemetry::spans::record_error(&consume, label, &label);
+            }
+            drop(job);
             self.metrics.jobs_in_flight.dec();
             self.metrics.processed(&message.kind, label);
             self.metrics
@@ -282,7 +317,7 @@ impl Runner {
             Ok(Start::Missing) => return Outcome::Missing,
             Err(err) => return Outcome::DatabaseAway(err),
         };
-        tracing::Span::current().record("attempt", started.attempts);
+        tracing::Span::current().record("job.attempt", started.attempts);
         tracing::debug!("started");
         let give_up = Instant::now() + DATABASE_PATIENCE;
         let mut delay = Duration::from_millis(100);
@@ -320,7 +355,7 @@ impl Runner {
     async fn settle(
         &self,
         message: &JobMessage,
-        traceparent: Option<&str>,
+        trace: &[(&'static str, String)],
         delivery: &Delivery,
         channel: &Channel,
         outcome: Outcome,
@@ -345,7 +380,7 @@ impl Runner {
                 // Recorded, then the retry copy, then the ack: a crash in
                 // between at worst delivers the job twice, which its guard
                 // makes harmless.
-                if recorded.is_ok() && self.publish_retry(channel, message, traceparent, delay).await {
+                if recorded.is_ok() && self.publish_retry(channel, message, trace, delay).await {
                     settle(delivery, Settle::Ack).await;
                     "retried"
                 } else {
@@ -397,7 +432,7 @@ impl Runner {
         &self,
         channel: &Channel,
         message: &JobMessage,
-        traceparent: Option<&str>,
+        trace: &[(&'static str, String)],
         delay: Duration,
     ) -> bool {
         let queue = self.config.topology.retry_queue(delay);
@@ -408,7 +443,7 @@ impl Runner {
             queue.as_str().into(),
             options,
             &body,
-            message.properties(traceparent),
+            message.properties(trace),
         );
         let confirmed = async {
             match published.await?.await? {

@@ -6,12 +6,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use sqlx::PgPool;
 
 use crate::metrics::Metrics;
+use telemetry::metrics::Format;
 
 /// What the endpoints report on.
 #[derive(Clone)]
@@ -65,7 +66,7 @@ async fn ready(State(health): State<Health>) -> Response {
     }
 }
 
-async fn metrics(State(health): State<Health>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], health.metrics.render())
-        .into_response()
+async fn metrics(State(health): State<Health>, headers: HeaderMap) -> Response {
+    let format = Format::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    ([(header::CONTENT_TYPE, format.content_type())], health.metrics.render(format)).into_response()
 }

@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod consumer;
+mod gauges;
 pub mod http;
 pub mod kinds;
 pub mod metrics;

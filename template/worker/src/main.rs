@@ -15,14 +15,23 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    worker::telemetry::init(config.log_format);
+    let telemetry = match worker::telemetry::init(config.log_format) {
+        Ok(telemetry) => telemetry,
+        Err(err) => {
+            eprintln!("worker: {err:#}");
+            return ExitCode::from(2);
+        }
+    };
     let result =
         async { Worker::build(config).await?.run_until_stopped(worker::shutdown_signal()).await }.await;
-    match result {
+    let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!(error = format!("{err:#}"), "worker failed");
             ExitCode::FAILURE
         }
-    }
+    };
+    // Last: the spans of the drain itself go out too, within a bound.
+    telemetry.shutdown(telemetry::FLUSH_BOUND).await;
+    code
 }

@@ -1,13 +1,15 @@
 //! The worker's Prometheus metrics, one registry per [`Worker`](crate::Worker).
 
+use std::sync::atomic::AtomicU64;
+
 use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
+use sqlx::PgPool;
+use telemetry::metrics::{BuildInfo, ExportCollector, Format, PoolCollector};
 
 /// Labels of the processed-jobs counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -22,6 +24,13 @@ pub struct JobLabels {
     /// unknown, dead-lettered); `abandoned` (still running when the
     /// shutdown grace ran out).
     pub outcome: &'static str,
+}
+
+/// Labels of the queue gauges.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabels {
+    /// The queue's name.
+    pub queue: String,
 }
 
 /// Labels of the job duration histogram.
@@ -51,14 +60,22 @@ pub struct Metrics {
     pub amqp_connected: Gauge,
     /// Times the connection was lost and rebuilt.
     pub amqp_reconnects: Counter,
+    /// Messages ready in each queue (the work queue and the dead letters),
+    /// as RabbitMQ last reported them.
+    pub messaging_queue_depth: Family<QueueLabels, Gauge>,
+    /// Consumers attached to each queue: every worker replica, or nobody.
+    pub messaging_queue_consumers: Family<QueueLabels, Gauge>,
+    /// Age of the oldest job still waiting to start: the queue-age SLO.
+    pub jobs_oldest_queued_age_seconds: Gauge<f64, AtomicU64>,
 }
 
 fn duration_histogram() -> Histogram {
     Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0])
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
+impl Metrics {
+    /// Builds the registry; `pool` is observed at scrape time.
+    pub fn new(pool: PgPool) -> Self {
         let mut registry = Registry::default();
         let jobs_processed = Family::<JobLabels, Counter>::default();
         registry.register(
@@ -91,11 +108,28 @@ impl Default for Metrics {
             "Times the RabbitMQ connection was rebuilt",
             amqp_reconnects.clone(),
         );
+        let messaging_queue_depth = Family::<QueueLabels, Gauge>::default();
         registry.register(
-            "build",
-            "Build information",
-            Info::new(vec![("version", env!("CARGO_PKG_VERSION")), ("service", "worker")]),
+            "messaging_queue_depth",
+            "Messages ready in the queue, as RabbitMQ reports them",
+            messaging_queue_depth.clone(),
         );
+        let messaging_queue_consumers = Family::<QueueLabels, Gauge>::default();
+        registry.register(
+            "messaging_queue_consumers",
+            "Consumers attached to the queue",
+            messaging_queue_consumers.clone(),
+        );
+        let jobs_oldest_queued_age_seconds = Gauge::<f64, AtomicU64>::default();
+        registry.register_with_unit(
+            "jobs_oldest_queued_age",
+            "Age of the oldest job still waiting to start",
+            Unit::Seconds,
+            jobs_oldest_queued_age_seconds.clone(),
+        );
+        registry.register_collector(Box::new(PoolCollector(pool)));
+        registry.register_collector(Box::new(ExportCollector(telemetry::export_stats())));
+        registry.register_collector(Box::new(BuildInfo { service: "worker" }));
         Self {
             registry,
             jobs_processed,
@@ -105,20 +139,19 @@ impl Default for Metrics {
             jobs_dead_lettered,
             amqp_connected,
             amqp_reconnects,
+            messaging_queue_depth,
+            messaging_queue_consumers,
+            jobs_oldest_queued_age_seconds,
         }
     }
-}
 
-impl Metrics {
     /// Counts one handled delivery.
     pub fn processed(&self, kind: &str, outcome: &'static str) {
         self.jobs_processed.get_or_create(&JobLabels { kind: kind.to_owned(), outcome }).inc();
     }
 
-    /// The Prometheus text exposition.
-    pub fn render(&self) -> String {
-        let mut out = String::with_capacity(4 * 1024);
-        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
-        out
+    /// Every metric, in the exposition `format`.
+    pub fn render(&self, format: Format) -> String {
+        telemetry::metrics::render(&self.registry, format)
     }
 }

@@ -4,6 +4,7 @@
 
 use serde_json::{Value, json};
 use sqlx::{PgConnection, PgExecutor};
+use telemetry::spans::Traced as _;
 use uuid::Uuid;
 
 /// A job taken by [`start`].
@@ -38,12 +39,16 @@ pub async fn take(db: &sqlx::PgPool, id: Uuid) -> sqlx::Result<Start> {
     )
     .bind(id)
     .fetch_optional(db)
+    .traced(telemetry::db_span!("UPDATE", "jobs"))
     .await?;
     if let Some(started) = started {
         return Ok(Start::Started(started));
     }
-    let exists: Option<(Uuid,)> =
-        sqlx::query_as("SELECT id FROM jobs WHERE id = $1").bind(id).fetch_optional(db).await?;
+    let exists: Option<(Uuid,)> = sqlx::query_as("SELECT id FROM jobs WHERE id = $1")
+        .bind(id)
+        .fetch_optional(db)
+        .traced(telemetry::db_span!("SELECT", "jobs"))
+        .await?;
     Ok(if exists.is_some() { Start::Finished } else { Start::Missing })
 }
 
@@ -53,6 +58,7 @@ pub async fn lock_unfinished(tx: &mut PgConnection, id: Uuid) -> sqlx::Result<bo
     let status: Option<(String,)> = sqlx::query_as("SELECT status FROM jobs WHERE id = $1 FOR UPDATE")
         .bind(id)
         .fetch_optional(&mut *tx)
+        .traced(telemetry::db_span!("SELECT", "jobs"))
         .await?;
     Ok(matches!(status.as_ref().map(|s| s.0.as_str()), Some("queued" | "running")))
 }
@@ -70,6 +76,7 @@ pub async fn succeed(
         .bind(attempt)
         .bind(worker)
         .execute(&mut *tx)
+        .traced(telemetry::db_span!("INSERT", "job_effects"))
         .await?;
     sqlx::query(
         "UPDATE jobs SET status = 'succeeded', result = $2, error = NULL, finished_at = now(), updated_at = now()
@@ -78,6 +85,7 @@ pub async fn succeed(
     .bind(id)
     .bind(result)
     .execute(&mut *tx)
+    .traced(telemetry::db_span!("UPDATE", "jobs"))
     .await
     .map(drop)
 }
@@ -94,6 +102,7 @@ pub async fn retry_later(
         .bind(id)
         .bind(error)
         .execute(db)
+        .traced(telemetry::db_span!("UPDATE", "jobs"))
         .await
         .map(drop)
 }
@@ -113,6 +122,7 @@ pub async fn finish_unsuccessfully(
     .bind(status)
     .bind(error)
     .execute(db)
+    .traced(telemetry::db_span!("UPDATE", "jobs"))
     .await?;
     Ok(done.rows_affected() == 1)
 }

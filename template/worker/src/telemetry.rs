@@ -1,18 +1,9 @@
-//! Logging: JSON lines by default, each carrying the fields of its span
-//! (a job's id, kind, attempt and trace id), level from `RUST_LOG`.
+//! Logs and traces from the workspace's `telemetry` crate: JSON lines by
+//! default, each carrying the fields of its span (a job's id, kind and
+//! attempt) and its trace and span ids, level from `RUST_LOG`; spans go out
+//! over OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
 
-use tracing_subscriber::EnvFilter;
-
-use crate::config::LogFormat;
-
-/// Installs the global subscriber. Call once, from `main`.
-pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match format {
-        LogFormat::Json => {
-            builder.json().flatten_event(true).with_current_span(true).with_span_list(false).init();
-        }
-        LogFormat::Pretty => builder.init(),
-    }
+/// Installs logs and traces. Call once, from `main`, inside the runtime.
+pub fn init(format: telemetry::LogFormat) -> anyhow::Result<telemetry::Telemetry> {
+    telemetry::init(telemetry::Settings::new("worker", format))
 }

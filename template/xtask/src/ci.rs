@@ -1,6 +1,8 @@
 //! `cargo xtask ci`: formatting, lints and every test, against the real
 //! services. `.ci/run` starts the services, then runs this.
 
+mod observability;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -8,6 +10,8 @@ use anyhow::bail;
 
 use crate::cmd;
 use crate::tools::{self, Source, Tool};
+
+pub use observability::lint_observability;
 
 /// Options of `ci`.
 #[derive(clap::Args)]
@@ -43,6 +47,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     }
 {% endif %}    if !args.tests_only {
         lint_workflows(&cmd::root())?;
+        lint_observability(&cmd::root())?;
         cmd::run(cmd::cargo().args(["fmt", "--all", "--check"]))?;
         cmd::run(cmd::cargo().args([
             "clippy",
@@ -54,6 +59,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             "warnings",
         ]))?;
     }
+    // The metrics tests run `promtool check metrics` on every scrape.
+    tools::ensure(&[tools::PROMTOOL])?;
     // The same selection as clippy, so nothing is rebuilt for other features.
     let mut tests = cmd::cargo();
     if tools::found("cargo-nextest") {

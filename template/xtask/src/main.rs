@@ -3,6 +3,8 @@
 //!
 //! - `up`: bring the platform up locally against the local services.
 //! - `ci`: every check CI runs, in the same order.
+//! - `lint-observability`: only the static checks of `infra/observability`
+//!   (a part of `ci`).
 //! - `bench`: the api against bare axum, as ratios from one run.
 
 mod bench;
@@ -28,6 +30,8 @@ enum Command {
     Up(up::Args),
     /// Run every check CI runs: formatting, clippy and all the tests.
     Ci(ci::Args),
+    /// Check infra/observability only (promtool, yamllint, the dashboards), as `ci` does.
+    LintObservability,
     /// Measure the api against bare axum (wrk, release builds, one run).
     Bench(bench::Args),
 }
@@ -37,6 +41,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Up(args) => up::run(&args),
         Command::Ci(args) => ci::run(&args),
+        Command::LintObservability => ci::lint_observability(&cmd::root()),
         Command::Bench(args) => bench::run(&args),
     };
     match result {

@@ -28,6 +28,13 @@ pub struct Tool {
     pub source: Source,
 }
 
+/// promtool, which checks Prometheus configs and rules and runs rule unit
+/// tests. Debian ships it in the server's package; nothing else of it runs.
+pub const PROMTOOL: Tool = Tool { binary: "promtool", source: Source::Apt("prometheus") };
+
+/// yamllint, for YAML that has no schema to check against.
+pub const YAMLLINT: Tool = Tool { binary: "yamllint", source: Source::Pip("yamllint") };
+
 /// Whether `binary` is on PATH.
 pub fn found(binary: &str) -> bool {
     Command::new("sh")

@@ -5,6 +5,7 @@ use sqlx::PgExecutor;
 use uuid::Uuid;
 
 use super::{Item, ValidItem};
+use telemetry::spans::Traced as _;
 
 /// Inserts a new item with version 1.
 pub async fn insert(db: impl PgExecutor<'_>, id: Uuid, item: &ValidItem) -> sqlx::Result<Item> {
@@ -19,6 +20,7 @@ pub async fn insert(db: impl PgExecutor<'_>, id: Uuid, item: &ValidItem) -> sqlx
     .bind(item.price_amount_minor)
     .bind(&item.currency)
     .fetch_one(db)
+    .traced(telemetry::db_span!("INSERT", "items"))
     .await
 }
 
@@ -30,6 +32,7 @@ pub async fn find(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<Item
     )
     .bind(id)
     .fetch_optional(db)
+    .traced(telemetry::db_span!("SELECT", "items"))
     .await
 }
 
@@ -43,6 +46,7 @@ pub async fn list_after(db: impl PgExecutor<'_>, after: Option<Uuid>, limit: i64
     .bind(after)
     .bind(limit)
     .fetch_all(db)
+    .traced(telemetry::db_span!("SELECT", "items"))
     .await
 }
 
@@ -68,6 +72,7 @@ pub async fn update(
     .bind(item.price_amount_minor)
     .bind(&item.currency)
     .fetch_optional(db)
+    .traced(telemetry::db_span!("UPDATE", "items"))
     .await
 }
 
@@ -84,10 +89,15 @@ pub async fn delete(
     .bind(id)
     .bind(versions)
     .fetch_optional(db)
+    .traced(telemetry::db_span!("DELETE", "items"))
     .await
 }
 
 /// Whether an item exists (to tell 404 from 412 after a conditional write missed).
 pub async fn exists(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<bool> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM items WHERE id = $1)").bind(id).fetch_one(db).await
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM items WHERE id = $1)")
+        .bind(id)
+        .fetch_one(db)
+        .traced(telemetry::db_span!("SELECT", "items"))
+        .await
 }

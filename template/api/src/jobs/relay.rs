@@ -23,17 +23,30 @@ use std::time::Duration;
 
 use anyhow::Context;
 use jobs::broker::{self, Backoff};
+use jobs::message::{TRACEPARENT, TRACESTATE};
 use jobs::{JobMessage, Topology};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{Channel, Confirmation};
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::PgPool;
+use telemetry::spans::Traced as _;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::telemetry::metrics::Metrics;
+
+/// An outbox row due for publishing, with the trace context of the request
+/// that submitted its job.
+#[derive(sqlx::FromRow)]
+struct Due {
+    id: Uuid,
+    kind: String,
+    traceparent: Option<String>,
+    tracestate: Option<String>,
+}
 
 /// How often the outbox lag metric is refreshed.
 const LAG_INTERVAL: Duration = Duration::from_secs(1);
@@ -174,8 +187,8 @@ impl Relay {
     async fn pass(&self, channel: &Channel) -> Result<usize, Failure> {
         let mut tx =
             self.db.begin().await.context("starting an outbox transaction").map_err(Failure::Database)?;
-        let due: Vec<(Uuid, String, Option<String>)> = sqlx::query_as(
-            "SELECT o.job_id, j.kind, j.traceparent
+        let due: Vec<Due> = sqlx::query_as(
+            "SELECT o.job_id AS id, j.kind, j.traceparent, j.tracestate
              FROM job_outbox o JOIN jobs j ON j.id = o.job_id
              WHERE o.next_attempt_at <= now()
              ORDER BY o.next_attempt_at, o.job_id
@@ -184,6 +197,7 @@ impl Relay {
         )
         .bind(i64::from(self.config.batch))
         .fetch_all(&mut *tx)
+        .traced(telemetry::db_span!("SELECT", "job_outbox"))
         .await
         .context("reading the outbox")
         .map_err(Failure::Database)?;
@@ -207,6 +221,7 @@ impl Relay {
         sqlx::query("DELETE FROM job_outbox WHERE job_id = ANY($1)")
             .bind(&published)
             .execute(&mut *tx)
+            .traced(telemetry::db_span!("DELETE", "job_outbox"))
             .await
             .context("deleting published rows")
             .map_err(Failure::Database)?;
@@ -223,6 +238,7 @@ impl Relay {
             .bind(&failed)
             .bind(&reasons)
             .execute(&mut *tx)
+            .traced(telemetry::db_span!("UPDATE", "job_outbox"))
             .await
             .context("rescheduling unpublished rows")
             .map_err(Failure::Database)?;
@@ -236,20 +252,53 @@ impl Relay {
     }
 
     /// Publishes `due` and awaits every confirm under one deadline.
-    async fn publish(&self, channel: &Channel, due: &[(Uuid, String, Option<String>)]) -> Batch {
+    async fn publish(&self, channel: &Channel, due: &[Due]) -> Batch {
         let queue = self.config.topology.queue();
         let mandatory = BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() };
         let mut confirms = Vec::with_capacity(due.len());
         let mut broken: Option<anyhow::Error> = None;
-        for (id, kind, traceparent) in due {
-            let message = JobMessage { id: *id, kind: kind.clone() };
-            let properties = message.properties(traceparent.as_deref());
-            match channel
-                .basic_publish("".into(), queue.as_str().into(), mandatory, &message.to_bytes(), properties)
-                .await
-            {
-                Ok(confirm) => confirms.push((*id, confirm)),
+        for job in due {
+            let message = JobMessage { id: job.id, kind: job.kind.clone() };
+            let body = message.to_bytes();
+            // A producer span per message, the child of the submitting
+            // request's span; it lasts until the broker's confirm.
+            let span = tracing::info_span!(
+                "publish",
+                otel.name = format!("publish {queue}"),
+                otel.kind = "producer",
+                messaging.system = "rabbitmq",
+                messaging.operation.type = "send",
+                messaging.operation.name = "publish",
+                messaging.destination.name = queue.as_str(),
+                messaging.rabbitmq.destination.routing_key = queue.as_str(),
+                messaging.message.id = %job.id,
+                messaging.message.body.size = body.len(),
+                job.kind = job.kind.as_str(),
+                otel.status_code = tracing::field::Empty,
+                otel.status_description = tracing::field::Empty,
+                error.type = tracing::field::Empty,
+            );
+            telemetry::propagation::set_parent_from(
+                &span,
+                job.traceparent.as_deref(),
+                job.tracestate.as_deref(),
+            );
+            // The worker's span follows this one; with spans off, the
+            // request's context goes on as it was stored.
+            let mut trace = telemetry::propagation::headers_of(&span);
+            if trace.is_empty() {
+                trace.extend(job.traceparent.clone().map(|v| (TRACEPARENT, v)));
+                trace.extend(job.tracestate.clone().map(|v| (TRACESTATE, v)));
+            }
+            let properties = message.properties(&trace);
+            let sent = channel
+                .basic_publish("".into(), queue.as_str().into(), mandatory, &body, properties)
+                .instrument(span.clone())
+                .await;
+            match sent {
+                Ok(confirm) => confirms.push((job.id, confirm, span)),
                 Err(err) => {
+                    telemetry::spans::record_error(&span, "connection", &err);
                     broken = Some(anyhow::Error::from(err).context("publishing"));
                     break;
                 }
@@ -259,7 +308,7 @@ impl Relay {
         let deadline = Instant::now() + self.config.confirm_timeout;
         let mut published = Vec::with_capacity(confirms.len());
         let (mut failed, mut reasons) = (Vec::new(), Vec::new());
-        for (id, confirm) in confirms {
+        for (id, confirm, span) in confirms {
             let failure = match tokio::time::timeout_at(deadline, confirm).await {
                 Ok(Ok(Confirmation::Ack(None))) => {
                     published.push(id);
@@ -283,6 +332,7 @@ impl Relay {
                     ("timeout", "no confirm in time".to_owned())
                 }
             };
+            telemetry::spans::record_error(&span, failure.0, &failure.1);
             self.metrics.outbox_publish_failure(failure.0);
             failed.push(id);
             reasons.push(failure.1);

@@ -5,6 +5,7 @@ use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
 use super::{Job, Submission};
+use telemetry::spans::Traced as _;
 
 /// The columns of [`Job`], as a literal so queries stay static strings.
 macro_rules! columns {
@@ -22,8 +23,8 @@ pub async fn insert(
     request_hash: &[u8; 32],
 ) -> sqlx::Result<Option<Job>> {
     sqlx::query_as(concat!(
-        "INSERT INTO jobs (id, kind, input, owner, idempotency_key, request_hash, traceparent)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)
+        "INSERT INTO jobs (id, kind, input, owner, idempotency_key, request_hash, traceparent, tracestate)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
          ON CONFLICT (owner, idempotency_key) DO NOTHING
          RETURNING ",
         columns!()
@@ -35,13 +36,20 @@ pub async fn insert(
     .bind(submission.idempotency_key.as_deref())
     .bind(request_hash.as_slice())
     .bind(&submission.traceparent)
+    .bind(submission.tracestate.as_deref())
     .fetch_optional(tx)
+    .traced(telemetry::db_span!("INSERT", "jobs"))
     .await
 }
 
 /// Adds the job to the outbox.
 pub async fn enqueue(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<()> {
-    sqlx::query("INSERT INTO job_outbox (job_id) VALUES ($1)").bind(id).execute(db).await.map(drop)
+    sqlx::query("INSERT INTO job_outbox (job_id) VALUES ($1)")
+        .bind(id)
+        .execute(db)
+        .traced(telemetry::db_span!("INSERT", "job_outbox"))
+        .await
+        .map(drop)
 }
 
 /// The owner's job under an idempotency key, with its request hash.
@@ -64,6 +72,7 @@ pub async fn find_by_key(
     .bind(owner)
     .bind(key)
     .fetch_optional(db)
+    .traced(telemetry::db_span!("SELECT", "jobs"))
     .await?;
     Ok(row.map(|r| (r.job, r.request_hash)))
 }
@@ -74,5 +83,6 @@ pub async fn find(db: impl PgExecutor<'_>, owner: Uuid, id: Uuid) -> sqlx::Resul
         .bind(id)
         .bind(owner)
         .fetch_optional(db)
+        .traced(telemetry::db_span!("SELECT", "jobs"))
         .await
 }

@@ -4,6 +4,7 @@ use sqlx::PgExecutor;
 use uuid::Uuid;
 
 use super::NewKey;
+use telemetry::spans::Traced as _;
 
 /// An active key as stored.
 #[derive(Debug)]
@@ -58,13 +59,17 @@ pub async fn insert(
     .bind(scopes)
     .bind(rate)
     .execute(db)
+    .traced(telemetry::db_span!("INSERT", "api_keys"))
     .await
     .map(drop)
 }
 
 /// The version every change to `api_keys` bumps.
 pub async fn version(db: impl PgExecutor<'_>) -> sqlx::Result<i64> {
-    sqlx::query_scalar("SELECT version FROM api_keys_version").fetch_one(db).await
+    sqlx::query_scalar("SELECT version FROM api_keys_version")
+        .fetch_one(db)
+        .traced(telemetry::db_span!("SELECT", "api_keys_version"))
+        .await
 }
 
 /// Every active key, and the version they reflect, read in one statement
@@ -84,6 +89,7 @@ pub async fn active(db: impl PgExecutor<'_>) -> sqlx::Result<(i64, Vec<KeyRow>)>
              FROM api_keys_version v LEFT JOIN api_keys k ON k.revoked_at IS NULL",
     )
     .fetch_all(db)
+    .traced(telemetry::db_span!("SELECT", "api_keys"))
     .await?;
     let version = rows.first().map_or(0, |row| row.0);
     let keys = rows
@@ -106,6 +112,7 @@ pub async fn active(db: impl PgExecutor<'_>) -> sqlx::Result<(i64, Vec<KeyRow>)>
 pub async fn list(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<KeySummary>> {
     sqlx::query_as("SELECT prefix, name, scopes, rate, created_at, revoked_at FROM api_keys ORDER BY id DESC")
         .fetch_all(db)
+        .traced(telemetry::db_span!("SELECT", "api_keys"))
         .await
 }
 
@@ -115,6 +122,7 @@ pub async fn revoke(db: impl PgExecutor<'_>, prefix: &str) -> sqlx::Result<bool>
         sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE prefix = $1 AND revoked_at IS NULL")
             .bind(prefix)
             .execute(db)
+            .traced(telemetry::db_span!("UPDATE", "api_keys"))
             .await?;
     Ok(result.rows_affected() > 0)
 }

@@ -33,8 +33,12 @@ impl SharedLimiter {
                 .arg(check.rate.interval_micros())
                 .arg(check.rate.burst);
         }
-        let reply: Vec<i64> =
-            self.redis.call(|mut conn| async move { invocation.invoke_async(&mut conn).await }).await?;
+        let reply: Vec<i64> = self
+            .redis
+            .call(("EVALSHA", "EVALSHA ratelimit.gcra"), |mut conn| async move {
+                invocation.invoke_async(&mut conn).await
+            })
+            .await?;
         parse(&reply, checks.len()).ok_or(Unavailable::Malformed)
     }
 }

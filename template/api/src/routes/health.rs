@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{HeaderMap, header};
 use axum::response::IntoResponse;
 use serde::Serialize;
 use sqlx::PgPool;
@@ -17,6 +17,7 @@ use crate::error::{ErrorCode, Problem};
 use crate::http::extract::Json;
 use crate::state::{AppState, Lifecycle};
 use crate::telemetry::metrics::Metrics;
+use telemetry::metrics::Format;
 
 /// How long readiness waits for Postgres. Kubernetes probes time out after
 /// 1 s by default; answering "not ready" in time beats timing out.
@@ -76,7 +77,8 @@ pub async fn get_readyz(
     }
 }
 
-/// Prometheus metrics in the OpenMetrics text format. Internal: the edge
+/// Prometheus metrics: OpenMetrics when the scraper asks for it (as
+/// Prometheus does), the classic text format otherwise. Internal: the edge
 /// does not route it.
 #[utoipa::path(
     get,
@@ -84,6 +86,7 @@ pub async fn get_readyz(
     tag = "operations",
     responses((status = OK, body = String, content_type = "application/openmetrics-text"))
 )]
-pub async fn get_metrics(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], metrics.render())
+pub async fn get_metrics(State(metrics): State<Arc<Metrics>>, headers: HeaderMap) -> impl IntoResponse {
+    let format = Format::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    ([(header::CONTENT_TYPE, format.content_type())], metrics.render(format))
 }

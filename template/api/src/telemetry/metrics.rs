@@ -10,16 +10,14 @@
 use std::borrow::Cow;
 {% if worker %}use std::sync::atomic::AtomicU64;
 {% endif %}
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, text::encode};
-use prometheus_client::metrics::MetricType;
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 use sqlx::PgPool;
+use telemetry::metrics::{BuildInfo, ExportCollector, Format, PoolCollector};
 
 /// Labels of the HTTP server metrics.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -80,6 +78,8 @@ pub struct Metrics {
     pub http_server_active_requests: Gauge,
     /// Times a request gave up waiting for a pooled connection.
     pub db_client_connection_timeouts: Counter,
+    /// How long checkouts waited for a pooled connection.
+    pub db_client_connection_wait_time: Histogram,
     /// Rate-limit decisions per policy, outcome and backend.
     pub rate_limit_decisions: Family<LimitLabels, Counter>,
     /// 1 for the limiter that decided last (`redis` or `local`), 0 for the other.
@@ -113,6 +113,10 @@ pub struct Metrics {
 const DURATION_BUCKETS: [f64; 14] =
     [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 10.0];
 
+/// Pool wait buckets in seconds: an idle pool answers in microseconds; a
+/// saturated one makes requests queue for milliseconds to seconds.
+const WAIT_BUCKETS: [f64; 11] = [0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0];
+
 fn duration_histogram() -> Histogram {
     Histogram::new(DURATION_BUCKETS)
 }
@@ -141,6 +145,13 @@ impl Metrics {
             "db_client_connection_timeouts",
             "Times a request timed out waiting for a pooled Postgres connection",
             db_client_connection_timeouts.clone(),
+        );
+        let db_client_connection_wait_time = Histogram::new(WAIT_BUCKETS);
+        registry.register_with_unit(
+            "db_client_connection_wait_time",
+            "Time a checkout waited for a pooled Postgres connection",
+            Unit::Seconds,
+            db_client_connection_wait_time.clone(),
         );
         let rate_limit_decisions = Family::<LimitLabels, Counter>::default();
         registry.register(
@@ -205,17 +216,15 @@ impl Metrics {
             "1 while the outbox relay is connected to RabbitMQ",
             amqp_connected.clone(),
         );
-{% endif %}        registry.register(
-            "build",
-            "Build information",
-            Info::new(vec![("version", env!("CARGO_PKG_VERSION")), ("service", "api")]),
-        );
+{% endif %}        registry.register_collector(Box::new(BuildInfo { service: "api" }));
         registry.register_collector(Box::new(PoolCollector(pool)));
+        registry.register_collector(Box::new(ExportCollector(telemetry::export_stats())));
         Self {
             registry,
             http_server_request_duration,
             http_server_active_requests,
             db_client_connection_timeouts,
+            db_client_connection_wait_time,
             rate_limit_decisions,
             rate_limit_backend,
 {% if redis %}            redis_circuit_state,
@@ -246,37 +255,8 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus text exposition of every metric.
-    pub fn render(&self) -> String {
-        let mut out = String::with_capacity(8 * 1024);
-        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
-        out
-    }
-}
-
-/// Reads the pool's state at scrape time, so the hot path pays nothing for it.
-#[derive(Debug)]
-struct PoolCollector(PgPool);
-
-impl Collector for PoolCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let size = self.0.size();
-        let idle = u32::try_from(self.0.num_idle()).unwrap_or(u32::MAX);
-        let mut usage = encoder.encode_descriptor(
-            "db_client_connection_count",
-            "Postgres connections in the pool, by state",
-            None,
-            MetricType::Gauge,
-        )?;
-        for (state, value) in [("idle", idle), ("used", size.saturating_sub(idle))] {
-            ConstGauge::new(value).encode(usage.encode_family(&[("state", state)])?)?;
-        }
-        let max = ConstGauge::new(self.0.options().get_max_connections());
-        max.encode(encoder.encode_descriptor(
-            "db_client_connection_max",
-            "Most connections the pool may open",
-            None,
-            MetricType::Gauge,
-        )?)
+    /// Every metric, in the exposition `format`.
+    pub fn render(&self, format: Format) -> String {
+        telemetry::metrics::render(&self.registry, format)
     }
 }

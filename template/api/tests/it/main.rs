@@ -4,6 +4,7 @@
 mod access;
 {% if redis %}mod cache;
 {% endif %}mod errors;
+mod exporter;
 mod helpers;
 mod items;
 {% if worker %}mod jobs;
@@ -12,4 +13,4 @@ mod operations;
 {% if redis %}mod redis_failure;
 {% endif %}mod resilience;
 {% if redis %}mod shared_limits;
-{% endif %}
+{% endif %}mod telemetry;

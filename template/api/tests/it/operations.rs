@@ -7,7 +7,7 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-use crate::helpers::{assert_problem, sample, spawn_app};
+use crate::helpers::{assert_problem, header, sample, spawn_app};
 
 #[tokio::test]
 async fn liveness_and_readiness_are_ok_on_a_healthy_instance() {
@@ -43,14 +43,29 @@ async fn metrics_count_exactly_the_traffic_sent() {
     assert_eq!(count("unmatched", 404, "GET"), Some(3.0));
     assert!(!metrics.contains("/not/a/route"));
     assert_eq!(sample(&metrics, "db_client_connection_max"), Some(10.0));
-    assert!(metrics.contains("db_client_connection_count{state=\"idle\"}"));
+    assert!(metrics.contains("db_client_connections_usage{state=\"idle\"}"));
     assert_eq!(
         sample(&metrics, "http_server_active_requests"),
         Some(1.0),
         "only the scrape itself is in flight"
     );
-    assert!(metrics.contains("build_info{version=\""));
-    assert!(metrics.trim_end().ends_with("# EOF"));
+    assert!(metrics.contains("build_info{service=\"api\",version=\""));
+    // The classic text format by default (curl, promtool); OpenMetrics for
+    // a scraper that asks for it, as Prometheus does.
+    assert!(metrics.contains("# TYPE http_server_active_requests gauge") && !metrics.contains("# EOF"));
+    let open = app
+        .send(
+            Method::GET,
+            "/metrics",
+            &[("accept", "application/openmetrics-text;version=1.0.0,*/*;q=0.1")],
+            None,
+        )
+        .await;
+    assert_eq!(
+        header(open.headers(), "content-type"),
+        Some("application/openmetrics-text; version=1.0.0; charset=utf-8")
+    );
+    assert!(open.text().await.expect("text").trim_end().ends_with("# EOF"));
 }
 
 #[tokio::test]

@@ -171,7 +171,8 @@ async fn the_worker_binary_serves_health_and_metrics_and_logs_job_and_trace_ids(
         logs.lines().find(|line| line.contains("job succeeded") && line.contains(&id)).expect("the line");
     let line: Value = serde_json::from_str(line).expect("a JSON log line");
     assert_eq!(line["span"]["job_id"], id.as_str(), "{line}");
-    assert_eq!(line["span"]["trace_id"], trace, "{line}");
+    assert_eq!(line["trace_id"], trace, "{line}");
+    assert_eq!(line["span_id"].as_str().map(str::len), Some(16), "{line}");
     assert_eq!(line["span"]["kind"], "synthetic");
     let metrics = worker.metrics().await;
     assert_eq!(count(&metrics, "jobs_processed_total{kind=\"synthetic\",outcome=\"succeeded\"}"), 1);

@@ -7,3 +7,4 @@ mod bench;
 mod faults;
 mod flow;
 mod helpers;
+mod trace;

@@ -140,13 +140,14 @@ pub async fn submit_job(
                 .collect(),
         )
     })?;
-    let incoming = headers.get("traceparent").and_then(|v| v.to_str().ok());
+    let (traceparent, tracestate) = jobs::trace_context(&tracing::Span::current(), &headers);
     let submission = Submission {
         kind: request.kind,
         input: request.input,
         owner: key.id,
         idempotency_key,
-        traceparent: jobs::traceparent(incoming),
+        traceparent,
+        tracestate,
     };
     let (job, replayed) = match jobs.submit(&submission).await? {
         Submitted::Created(job) => (job, false),

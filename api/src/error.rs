@@ -334,7 +334,7 @@ impl IntoResponse for ApiError {
                 if code == ErrorCode::Internal {
                     tracing::error!(error = &err as &dyn std::error::Error, "database error");
                 } else {
-                    tracing::warn!(error = %err, code = code.as_str(), "database unavailable");
+                    tracing::warn!(error = %telemetry::chain(&err), code = code.as_str(), "database unavailable");
                 }
                 let mut response = Problem::new(code).into_response();
                 if matches!(err, sqlx::Error::PoolTimedOut) {

@@ -59,6 +59,15 @@ impl fmt::Display for Unavailable {
     }
 }
 
+impl std::error::Error for Unavailable {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Failed(err) => Some(err),
+            _ => None,
+        }
+    }
+}
+
 impl Redis {
     /// Prepares the connection without connecting: the first call connects,
     /// and calls fail fast (and fall back) until Redis answers.

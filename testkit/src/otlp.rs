@@ -56,6 +56,9 @@ impl ReceivedSpan {
 
 #[derive(Default)]
 struct Store {
+    /// Count spans without keeping them (for benchmarks).
+    count_only: bool,
+    counted: std::sync::atomic::AtomicU64,
     spans: Mutex<Vec<ReceivedSpan>>,
     requests: Mutex<u64>,
     arrived: Notify,
@@ -63,6 +66,13 @@ struct Store {
 
 impl Store {
     fn take(&self, request: ExportTraceServiceRequest) {
+        if self.count_only {
+            let n: usize =
+                request.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum();
+            self.counted.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+            *self.requests.lock().expect("not poisoned") += 1;
+            return;
+        }
         let mut spans = self.spans.lock().expect("not poisoned");
         for resource_spans in request.resource_spans {
             let service = resource_spans
@@ -160,7 +170,17 @@ async fn http_export(State(store): State<Arc<Store>>, body: Bytes) -> impl IntoR
 impl Receiver {
     /// Listens on two free local ports.
     pub async fn start() -> anyhow::Result<Self> {
-        let store = Arc::new(Store::default());
+        Self::listen(Store::default()).await
+    }
+
+    /// A receiver that only counts the spans it accepts, keeping none (for
+    /// benchmarks, where spans arrive by the million).
+    pub async fn start_counting() -> anyhow::Result<Self> {
+        Self::listen(Store { count_only: true, ..Store::default() }).await
+    }
+
+    async fn listen(store: Store) -> anyhow::Result<Self> {
+        let store = Arc::new(store);
         let grpc_listener = TcpListener::bind("127.0.0.1:0").await?;
         let http_listener = TcpListener::bind("127.0.0.1:0").await?;
         let (grpc, http) = (grpc_listener.local_addr()?, http_listener.local_addr()?);
@@ -190,6 +210,11 @@ impl Receiver {
     /// `OTEL_EXPORTER_OTLP_ENDPOINT` for `http/protobuf`.
     pub fn http_endpoint(&self) -> String {
         format!("http://{}", self.http)
+    }
+
+    /// Spans received so far by a counting receiver.
+    pub fn counted(&self) -> u64 {
+        self.store.counted.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Every span received so far.

@@ -339,7 +339,7 @@ impl Runner {
                     if Instant::now() + delay > give_up || self.draining.load(Ordering::Acquire) {
                         return Outcome::DatabaseAway(err);
                     }
-                    tracing::warn!(error = %err, retry_in = ?delay, "the database failed during the job; retrying");
+                    tracing::warn!(error = %telemetry::chain(&err), retry_in = ?delay, "the database failed during the job; retrying");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));
                     continue;
@@ -406,7 +406,7 @@ impl Runner {
                 "rejected"
             }
             Outcome::DatabaseAway(err) => {
-                tracing::error!(error = %err, "the database stayed away; returning the job to the queue");
+                tracing::error!(error = %telemetry::chain(&err), "the database stayed away; returning the job to the queue");
                 settle(delivery, Settle::Requeue).await;
                 "requeued"
             }
@@ -457,7 +457,7 @@ impl Runner {
         match tokio::time::timeout(RETRY_CONFIRM_TIMEOUT, confirmed).await {
             Ok(Ok(taken)) => taken,
             Ok(Err(err)) => {
-                tracing::warn!(error = %err, "cannot publish the retry");
+                tracing::warn!(error = %telemetry::chain(&err), "cannot publish the retry");
                 false
             }
             Err(_) => false,
@@ -505,7 +505,7 @@ impl Runner {
         loop {
             match call().await {
                 Err(err) if store::is_transient(&err) && Instant::now() + delay <= give_up => {
-                    tracing::warn!(error = %err, retry_in = ?delay, "database call failed; retrying");
+                    tracing::warn!(error = %telemetry::chain(&err), retry_in = ?delay, "database call failed; retrying");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));
                 }
@@ -551,6 +551,6 @@ async fn settle(delivery: &Delivery, how: Settle) {
         Settle::Reject => delivery.reject(BasicRejectOptions { requeue: false }).await,
     };
     if let Err(err) = result {
-        tracing::warn!(error = %err, settle = ?how, "cannot settle the delivery; the broker will redeliver it");
+        tracing::warn!(error = %telemetry::chain(&err), settle = ?how, "cannot settle the delivery; the broker will redeliver it");
     }
 }

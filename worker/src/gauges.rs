@@ -39,7 +39,9 @@ async fn watch_age(db: &PgPool, metrics: &Metrics) {
             Ok(age) => {
                 metrics.jobs_oldest_queued_age_seconds.set(age);
             }
-            Err(err) => tracing::debug!(error = %err, "cannot read the oldest queued job's age"),
+            Err(err) => {
+                tracing::debug!(error = %telemetry::chain(&err), "cannot read the oldest queued job's age");
+            }
         }
     }
 }
@@ -71,7 +73,7 @@ async fn watch_queues(config: &Config, metrics: &Metrics) {
                 }
                 Err(err) => {
                     // A missing queue closes the channel: start over next tick.
-                    tracing::debug!(error = %err, queue, "cannot read the queue's depth");
+                    tracing::debug!(error = %telemetry::chain(&err), queue, "cannot read the queue's depth");
                     link = None;
                     break;
                 }

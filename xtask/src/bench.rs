@@ -45,6 +45,11 @@ pub struct Args {
     #[arg(long, env = "BENCH_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     redis_url: String,
     // @template endif
+    /// Measure telemetry's cost instead: the api with no span layer
+    /// (`OTEL_SDK_DISABLED`), with spans recorded but not exported (the
+    /// default), and exporting every span over OTLP/gRPC to a local sink.
+    #[arg(long)]
+    telemetry: bool,
     // @template if worker
     /// Benchmark the job path instead: POST /v1/jobs 202s against raw lapin
     /// publish-with-confirm, the worker's jobs per second, and
@@ -126,6 +131,63 @@ fn start_api(
     Ok(Instance { name, port, process })
 }
 
+/// Starts `loadtest`'s OTLP sink; it prints its endpoint first.
+fn start_sink(target: &Path) -> anyhow::Result<(Guard, String)> {
+    let mut child = Command::new(target.join("release/otlp-sink"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting the OTLP sink")?;
+    let stdout = child.stdout.take().context("the sink's stdout")?;
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
+    Ok((Guard(child), line.trim().to_owned()))
+}
+
+/// Telemetry's cost: the same GET with no span layer, and exporting every
+/// span. At saturation, 1/throughput is one request's machine time.
+fn report_telemetry(off: (f64, f64, f64), exported: (f64, f64, f64)) {
+    println!(
+        "  telemetry overhead, exported against OTEL_SDK_DISABLED: {:.1} µs of machine time per request \
+         ({:.0} vs {:.0} req/s, ratio {:.3}), p99 {:.2} vs {:.2} ms",
+        (1.0 / exported.0 - 1.0 / off.0) * 1e6,
+        exported.0,
+        off.0,
+        exported.0 / off.0,
+        exported.1,
+        off.1
+    );
+}
+
+/// The api instances to compare: telemetry's three settings, or the cache
+/// and limiter variants.
+fn instances(api_binary: &Path, args: &Args, sink: Option<&str>) -> anyhow::Result<Vec<Instance>> {
+    Ok(if let Some(endpoint) = sink {
+        vec![
+            start_api(api_binary, args, "api, OTEL_SDK_DISABLED", &[("OTEL_SDK_DISABLED", "true")])?,
+            start_api(api_binary, args, "api, spans not exported", &[])?,
+            start_api(
+                api_binary,
+                args,
+                "api, spans exported (OTLP/gRPC)",
+                &[("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint), ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")],
+            )?,
+        ]
+    } else {
+        vec![
+            // @template if redis
+            start_api(api_binary, args, "api, Redis cache", &[])?,
+            start_api(api_binary, args, "api, cache off", &[("CACHE_TTL", "0s")])?,
+            start_api(api_binary, args, "api, Redis cache, no limits", &[("RATE_LIMIT_IP", "off")])?,
+            // @template endif
+            // @template if not redis
+            // start_api(api_binary, args, "api", &[])?,
+            // start_api(api_binary, args, "api, no limits", &[("RATE_LIMIT_IP", "off")])?,
+            // @template endif
+        ]
+    })
+}
+
 /// Runs the benchmark.
 pub fn run(args: &Args) -> anyhow::Result<()> {
     // @template if worker
@@ -136,6 +198,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     tools::ensure(&[Tool { binary: "wrk", source: Source::Apt("wrk") }])?;
     cmd::run(cmd::cargo().args(["build", "--release", "--quiet", "-p", "api", "-p", "loadtest"]))?;
     let target = cmd::target_dir();
+    // The OTLP sink the exporting instance sends to.
+    let sink = if args.telemetry { Some(start_sink(&target)?) } else { None };
     let api_binary = target.join("release/api");
     cmd::run(Command::new(&api_binary).arg("migrate").env("DATABASE_URL", &args.database_url))?;
     let key = Command::new(&api_binary)
@@ -147,17 +211,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     ensure!(key.status.success(), "api keys create failed");
     let key = String::from_utf8(key.stdout)?.trim().to_owned();
 
-    let instances = [
-        // @template if redis
-        start_api(&api_binary, args, "api, Redis cache", &[])?,
-        start_api(&api_binary, args, "api, cache off", &[("CACHE_TTL", "0s")])?,
-        start_api(&api_binary, args, "api, Redis cache, no limits", &[("RATE_LIMIT_IP", "off")])?,
-        // @template endif
-        // @template if not redis
-        // start_api(&api_binary, args, "api", &[])?,
-        // start_api(&api_binary, args, "api, no limits", &[("RATE_LIMIT_IP", "off")])?,
-        // @template endif
-    ];
+    let instances = instances(&api_binary, args, sink.as_ref().map(|(_, endpoint)| endpoint.as_str()))?;
     let baseline_port = free_port()?;
     let _baseline = Guard(
         Command::new(target.join("release/baseline"))
@@ -216,6 +270,10 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             "  {name:<30} {rps:>9.0} req/s   mean {mean:>6.2} ms   p99 {p99:>7.2} ms   ratio to bare axum {:.3}",
             rps / baseline
         );
+    }
+    if sink.is_some() {
+        report_telemetry(medians[0], medians[2]);
+        return Ok(());
     }
     // The limiter's cost: the same cached GET with and without it. At
     // saturation, 1/throughput is the machine time one request takes.

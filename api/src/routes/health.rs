@@ -70,7 +70,7 @@ pub async fn get_readyz(
     match tokio::time::timeout(READINESS_TIMEOUT, db::ping(&db)).await {
         Ok(Ok(())) => Ok(Json(Health { status: "ok" })),
         Ok(Err(err)) => {
-            tracing::warn!(error = %err, "readiness: Postgres check failed");
+            tracing::warn!(error = %telemetry::chain(&err), "readiness: Postgres check failed");
             Err(Problem::new(ErrorCode::NotReady).with_detail("Postgres is unreachable."))
         }
         Err(_) => Err(Problem::new(ErrorCode::NotReady).with_detail("Postgres did not answer in time.")),

@@ -170,7 +170,7 @@ impl App {
 pub async fn shutdown_signal() {
     let ctrl_c = async {
         if let Err(err) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %err, "cannot listen for Ctrl-C");
+            tracing::error!(error = %telemetry::chain(&err), "cannot listen for Ctrl-C");
             std::future::pending::<()>().await;
         }
     };
@@ -181,7 +181,7 @@ pub async fn shutdown_signal() {
                 signal.recv().await;
             }
             Err(err) => {
-                tracing::error!(error = %err, "cannot listen for SIGTERM");
+                tracing::error!(error = %telemetry::chain(&err), "cannot listen for SIGTERM");
                 std::future::pending::<()>().await;
             }
         }

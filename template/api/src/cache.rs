@@ -215,7 +215,7 @@ impl ItemCache {
                 Ok(item) => Lookup::Hit(item),
                 Err(err) => {
                     // An entry from an incompatible build: treat as absent.
-                    tracing::warn!(error = %err, "unreadable cache entry");
+                    tracing::warn!(error = %telemetry::chain(&err), "unreadable cache entry");
                     Lookup::Miss { floor: None }
                 }
             },

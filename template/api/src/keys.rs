@@ -164,7 +164,7 @@ impl KeyRing {
         // The first load is best effort: a replica must start while Postgres
         // is down, and then answers keyed requests 503 until it loads.
         if let Ok(Err(err)) = tokio::time::timeout(Duration::from_secs(2), ring.refresh(&db)).await {
-            tracing::warn!(error = %err, "could not load API keys yet");
+            tracing::warn!(error = %telemetry::chain(&err), "could not load API keys yet");
         }
         tokio::spawn(refresh_forever(Arc::downgrade(&ring), db, every));
         ring
@@ -218,7 +218,7 @@ async fn refresh_forever(ring: Weak<KeyRing>, db: PgPool, every: Duration) {
             // Keep serving the last snapshot; say so once per outage.
             Err(err) if !failing => {
                 failing = true;
-                tracing::warn!(error = %err, "cannot refresh API keys; using the last snapshot");
+                tracing::warn!(error = %telemetry::chain(&err), "cannot refresh API keys; using the last snapshot");
             }
             Err(_) => {}
         }

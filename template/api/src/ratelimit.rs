@@ -255,7 +255,7 @@ impl Limiter {
             match shared.check(checks).await {
                 Ok(outcomes) => return self.record(checks, Backend::Redis, Verdict::from_outcomes(outcomes)),
                 Err(err) => {
-                    tracing::debug!(error = %err, "shared rate limiter unavailable");
+                    tracing::debug!(error = %telemetry::chain(&err), "shared rate limiter unavailable");
                     if checks.iter().any(|c| c.fail_closed) {
                         return self.record(checks, Backend::Redis, Verdict::Unavailable);
                     }

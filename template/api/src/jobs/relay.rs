@@ -357,7 +357,7 @@ impl Relay {
                     self.metrics.outbox_pending.set(pending);
                     self.metrics.outbox_lag_seconds.set(seconds);
                 }
-                Err(err) => tracing::debug!(error = %err, "cannot read the outbox lag"),
+                Err(err) => tracing::debug!(error = %telemetry::chain(&err), "cannot read the outbox lag"),
             }
         }
     }

@@ -29,6 +29,8 @@ use tokio::sync::Notify;
 pub struct ReceivedSpan {
     /// `service.name` of the resource that sent it.
     pub service: String,
+    /// Every attribute of that resource.
+    pub resource: BTreeMap<String, String>,
     /// Hex trace id.
     pub trace_id: String,
     /// Hex span id.
@@ -75,16 +77,14 @@ impl Store {
         }
         let mut spans = self.spans.lock().expect("not poisoned");
         for resource_spans in request.resource_spans {
-            let service = resource_spans
-                .resource
-                .as_ref()
-                .and_then(|r| r.attributes.iter().find(|kv| kv.key == "service.name"))
-                .map(|kv| value(kv.value.as_ref()))
-                .unwrap_or_default();
+            let resource =
+                resource_spans.resource.as_ref().map(|r| attributes(&r.attributes)).unwrap_or_default();
+            let service = resource.get("service.name").cloned().unwrap_or_default();
             for scope in resource_spans.scope_spans {
                 for span in scope.spans {
                     spans.push(ReceivedSpan {
                         service: service.clone(),
+                        resource: resource.clone(),
                         trace_id: hex(&span.trace_id),
                         span_id: hex(&span.span_id),
                         parent_span_id: hex(&span.parent_span_id),

@@ -193,3 +193,41 @@ async fn an_unreachable_or_blackholed_collector_costs_spans_never_latency_and_sh
         assert!(took < bound, "{name}: shutdown took {took:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_exports_by_the_standard_variables_and_honours_the_sampler() {
+    let database = TestDatabase::create(&api::db::MIGRATOR).await.expect("a test database");
+    let (kept, dropped) =
+        (Receiver::start().await.expect("a receiver"), Receiver::start().await.expect("a receiver"));
+    let url = database.url();
+    let mut named = exporting_to(kept.grpc_endpoint());
+    named.push(("OTEL_SERVICE_NAME", "checkout-api".to_owned()));
+    named.push(("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment.name=test".to_owned()));
+    let mut sampled_out = exporting_to(dropped.grpc_endpoint());
+    sampled_out.push(("OTEL_TRACES_SAMPLER", "always_off".to_owned()));
+    let mut apis = [
+        ApiProcess::start("exporting", &url, &named).await,
+        ApiProcess::start("sampled out", &url, &sampled_out).await,
+    ];
+    for api in &mut apis {
+        api.load(20, 2).await;
+    }
+    let spans = kept
+        .wait_for(Duration::from_secs(20), |spans| {
+            spans.iter().filter(|s| s.name == "GET /v1/items").count() >= 20
+        })
+        .await;
+    let server = spans.iter().find(|s| s.name == "GET /v1/items").expect("a server span");
+    assert_eq!(server.service, "checkout-api", "OTEL_SERVICE_NAME names the resource");
+    assert_eq!(server.resource.get("deployment.environment.name").map(String::as_str), Some("test"));
+    assert!(server.resource.contains_key("service.version"), "{:?}", server.resource);
+    assert_eq!(server.kind, "server");
+    // The sampled-out replica records nothing and exports nothing.
+    let metrics = apis[1].metrics().await;
+    assert_eq!(sample(&metrics, "otel_sdk_spans_exported_total"), Some(0.0), "{metrics}");
+    assert_eq!(sample(&metrics, "otel_sdk_spans_dropped_total{reason=\"queue_full\"}"), Some(0.0));
+    assert_eq!(dropped.requests(), 0, "no export request from the sampled-out replica");
+    let [exporting, sampled] = apis;
+    exporting.terminate().await;
+    sampled.terminate().await;
+}

@@ -177,13 +177,13 @@ impl Items {
     }
 {% endif %}
     /// Creates an item.
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn create(&self, item: ValidItem) -> Result<Item, ApiError> {
         Ok(store::insert(&mut *self.db.conn().await?, Uuid::now_v7(), &item).await?)
     }
 
     /// Reads an item.
-    #[tracing::instrument(skip(self))]
+    #[tracing::instrument(level = "debug", skip(self))]
     pub async fn get(&self, id: Uuid) -> Result<Item, ApiError> {
 {% if redis %}        if let Some(cache) = &self.cache {
             return cache.get(&self.db, id).await?.ok_or(ApiError::NotFound("item"));
@@ -192,7 +192,7 @@ impl Items {
     }
 
     /// Reads a page of up to `limit` items after `after`.
-    #[tracing::instrument(skip(self))]
+    #[tracing::instrument(level = "debug", skip(self))]
     pub async fn list(&self, after: Option<Uuid>, limit: u32) -> Result<Page, ApiError> {
         // One extra row tells whether another page exists without a COUNT.
         let mut items = store::list_after(&mut *self.db.conn().await?, after, i64::from(limit) + 1).await?;
@@ -206,7 +206,7 @@ impl Items {
     }
 
     /// Replaces an item if the precondition holds.
-    #[tracing::instrument(skip(self, item))]
+    #[tracing::instrument(level = "debug", skip(self, item))]
     pub async fn update(
         &self,
         id: Uuid,
@@ -226,7 +226,7 @@ impl Items {
     }
 
     /// Deletes an item if the precondition holds.
-    #[tracing::instrument(skip(self))]
+    #[tracing::instrument(level = "debug", skip(self))]
     pub async fn delete(&self, id: Uuid, precondition: &Precondition) -> Result<(), ApiError> {
         let Some(deleted_version) =
             store::delete(&mut *self.db.conn().await?, id, precondition.versions()).await?

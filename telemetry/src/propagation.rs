@@ -49,13 +49,6 @@ pub fn headers_of(span: &Span) -> Vec<(&'static str, String)> {
     out.0
 }
 
-/// The trace id of `span`, if it has one (for logs and error bodies).
-pub fn trace_id_of(span: &Span) -> Option<String> {
-    let cx = span.context();
-    let sc = cx.span().span_context().clone();
-    sc.is_valid().then(|| sc.trace_id().to_string())
-}
-
 struct HeaderExtractor<'a>(&'a http::HeaderMap);
 
 impl Extractor for HeaderExtractor<'_> {

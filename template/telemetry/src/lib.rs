@@ -125,16 +125,6 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
-    /// Counters of the span export, for `/metrics`.
-    pub fn stats(&self) -> Arc<ExportStats> {
-        self.exporter.as_ref().map_or_else(Arc::default, |e| e.stats.clone())
-    }
-
-    /// Whether spans are being exported.
-    pub fn exporting(&self) -> bool {
-        self.exporter.is_some()
-    }
-
     /// Exports what is queued, waiting at most `bound`, then stops. Spans
     /// still queued when the bound runs out are counted as dropped.
     pub async fn shutdown(self, bound: Duration) {

@@ -37,6 +37,22 @@ fn set_parent(span: &Span, carrier: &dyn Extractor) {
     }
 }
 
+/// One hop of a message: makes `span` the child of the stored context and
+/// returns the context to carry to the next hop: `span`'s own, or, when
+/// spans are not recorded (`OTEL_SDK_DISABLED`), the stored one as it came.
+pub fn continue_from(
+    span: &Span,
+    traceparent: Option<String>,
+    tracestate: Option<String>,
+) -> Vec<(&'static str, String)> {
+    set_parent_from(span, traceparent.as_deref(), tracestate.as_deref());
+    let carried = headers_of(span);
+    if !carried.is_empty() {
+        return carried;
+    }
+    traceparent.map(|v| (TRACEPARENT, v)).into_iter().chain(tracestate.map(|v| (TRACESTATE, v))).collect()
+}
+
 /// The W3C headers naming `span`, to carry to the next hop: `traceparent`
 /// and, when there is one, `tracestate`. Empty when spans are not recorded.
 pub fn headers_of(span: &Span) -> Vec<(&'static str, String)> {

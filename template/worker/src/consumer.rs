@@ -264,13 +264,8 @@ impl Runner {
             otel.status_description = tracing::field::Empty,
             error.type = tracing::field::Empty,
         );
-        telemetry::propagation::set_parent_from(&span, traceparent.as_deref(), tracestate.as_deref());
         // A retry copy carries this delivery's context on.
-        let mut trace = telemetry::propagation::headers_of(&span);
-        if trace.is_empty() {
-            trace.extend(traceparent.map(|v| (TRACEPARENT, v)));
-            trace.extend(tracestate.map(|v| (TRACESTATE, v)));
-        }
+        let trace = telemetry::propagation::continue_from(&span, traceparent, tracestate);
         let consume = span.clone();
         async move {
             let Ok(_permit) = self.permits.clone().acquire_owned().await else { return };

@@ -23,7 +23,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use jobs::broker::{self, Backoff};
-use jobs::message::{TRACEPARENT, TRACESTATE};
 use jobs::{JobMessage, Topology};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{Channel, Confirmation};
@@ -278,18 +277,9 @@ impl Relay {
                 otel.status_description = tracing::field::Empty,
                 error.type = tracing::field::Empty,
             );
-            telemetry::propagation::set_parent_from(
-                &span,
-                job.traceparent.as_deref(),
-                job.tracestate.as_deref(),
-            );
-            // The worker's span follows this one; with spans off, the
-            // request's context goes on as it was stored.
-            let mut trace = telemetry::propagation::headers_of(&span);
-            if trace.is_empty() {
-                trace.extend(job.traceparent.clone().map(|v| (TRACEPARENT, v)));
-                trace.extend(job.tracestate.clone().map(|v| (TRACESTATE, v)));
-            }
+            // The worker's span follows this one.
+            let trace =
+                telemetry::propagation::continue_from(&span, job.traceparent.clone(), job.tracestate.clone());
             let properties = message.properties(&trace);
             let sent = channel
                 .basic_publish("".into(), queue.as_str().into(), mandatory, &body, properties)

@@ -153,11 +153,7 @@ async fn the_worker_binary_serves_health_and_metrics_and_logs_job_and_trace_ids(
     let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let traceparent = format!("00-{trace}-00f067aa0ba902b7-01");
     let response = stack
-        .client()
-        .post(format!("http://{}/v1/jobs", stack.api))
-        .header("traceparent", &traceparent)
-        .json(&json!({"kind": "synthetic"}))
-        .send()
+        .submit_with(&json!({"kind": "synthetic"}), &[("traceparent", &traceparent)])
         .await
         .expect("submitted");
     assert_eq!(response.status(), StatusCode::ACCEPTED);

@@ -205,7 +205,20 @@ impl Stack {
 
     /// `POST /v1/jobs`.
     pub async fn submit(&self, body: &Value) -> reqwest::Result<reqwest::Response> {
-        self.client.post(format!("http://{}/v1/jobs", self.api)).json(body).send().await
+        self.submit_with(body, &[]).await
+    }
+
+    /// `POST /v1/jobs` with extra headers (a `traceparent`, say).
+    pub async fn submit_with(
+        &self,
+        body: &Value,
+        headers: &[(&str, &str)],
+    ) -> reqwest::Result<reqwest::Response> {
+        let mut request = self.client.post(format!("http://{}/v1/jobs", self.api)).json(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send().await
     }
 
     /// `GET` an api path.

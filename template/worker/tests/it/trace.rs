@@ -35,13 +35,12 @@ async fn one_trace_follows_a_job_from_the_request_through_rabbitmq_to_the_worker
 
     let trace = format!("{:032x}", uuid::Uuid::now_v7().as_u128());
     let caller = "00f067aa0ba902b7";
+    let traceparent = format!("00-{trace}-{caller}-01");
     let response = stack
-        .client()
-        .post(format!("http://{}/v1/jobs", stack.api))
-        .header("traceparent", format!("00-{trace}-{caller}-01"))
-        .header("tracestate", "vendor=abc")
-        .json(&json!({"kind": "synthetic"}))
-        .send()
+        .submit_with(
+            &json!({"kind": "synthetic"}),
+            &[("traceparent", &traceparent), ("tracestate", "vendor=abc")],
+        )
         .await
         .expect("submitted");
     assert_eq!(response.status(), StatusCode::ACCEPTED);

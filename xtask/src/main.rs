@@ -5,6 +5,8 @@
 //! - `ci`: every check CI runs, in the same order.
 //! - `lint-observability`: only the static checks of `infra/observability`
 //!   (a part of `ci`).
+//! - `lint-infra`: only the static checks of nginx, the images, Compose and
+//!   Kubernetes (a part of `ci`).
 //! - `bench`: the api against bare axum, as ratios from one run.
 
 mod bench;
@@ -37,6 +39,8 @@ enum Command {
     Ci(ci::Args),
     /// Check infra/observability only (promtool, yamllint, the dashboards), as `ci` does.
     LintObservability,
+    /// Check infra/ only: nginx, the Dockerfiles, Compose and the Kubernetes manifests, as `ci` does.
+    LintInfra,
     /// Measure the api against bare axum (wrk, release builds, one run).
     Bench(bench::Args),
     // @template if repo
@@ -55,6 +59,7 @@ fn main() -> ExitCode {
         Command::Up(args) => up::run(&args),
         Command::Ci(args) => ci::run(&args),
         Command::LintObservability => ci::lint_observability(&cmd::root()),
+        Command::LintInfra => ci::lint_infra(&cmd::root()),
         Command::Bench(args) => bench::run(&args),
         // @template if repo
         Command::Template(args) => template::run(&args),

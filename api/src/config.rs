@@ -47,6 +47,9 @@ pub enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Exit 0 if the api on this host's PORT answers `GET /healthz` with 200
+    /// (the container image's HEALTHCHECK: it has no shell or curl).
+    Healthcheck,
 }
 
 /// `api keys …`.

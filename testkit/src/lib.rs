@@ -7,9 +7,11 @@
 //! [`FaultProxy`] stands between the code under test and a service so a test
 //! can make that service vanish or slow down without touching the shared
 //! instance, and `RedisServer` and `RabbitServer` are a Redis and a
-//! RabbitMQ node a test may kill outright.
+//! RabbitMQ node a test may kill outright. [`edge::Edge`] is the NGINX edge
+//! of `infra/nginx` in front of real replicas.
 
 mod database;
+pub mod edge;
 pub mod otlp;
 pub mod promtool;
 mod proxy;

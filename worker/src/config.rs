@@ -61,6 +61,17 @@ pub struct Cli {
     /// Log format: `json` (one object per line) or `pretty`.
     #[arg(long, env = "LOG_FORMAT", default_value = "json")]
     pub log_format: String,
+    /// What to do instead of running the worker.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// `worker <command>`.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Exit 0 if the worker on this host's PORT answers `GET /healthz` with
+    /// 200 (the container image's HEALTHCHECK: it has no shell or curl).
+    Healthcheck,
 }
 
 /// Validated configuration.

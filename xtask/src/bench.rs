@@ -21,6 +21,8 @@ use anyhow::{Context, bail, ensure};
 use crate::cmd;
 use crate::tools::{self, Source, Tool};
 
+mod edge;
+
 /// Options of `bench`.
 #[derive(clap::Args)]
 pub struct Args {
@@ -50,6 +52,11 @@ pub struct Args {
     /// default), and exporting every span over OTLP/gRPC to a local sink.
     #[arg(long)]
     telemetry: bool,
+    /// Measure the edge instead: requests per second through NGINX
+    /// (`infra/nginx`) with 1, 2 and 3 api replicas, against bare axum with
+    /// the same replica counts behind the same NGINX.
+    #[arg(long)]
+    edge: bool,
     // @template if worker
     /// Benchmark the job path instead: POST /v1/jobs 202s against raw lapin
     /// publish-with-confirm, the worker's jobs per second, and
@@ -197,19 +204,14 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     // @template endif
     tools::ensure(&[Tool { binary: "wrk", source: Source::Apt("wrk") }])?;
     cmd::run(cmd::cargo().args(["build", "--release", "--quiet", "-p", "api", "-p", "loadtest"]))?;
+    if args.edge {
+        return edge::run(args);
+    }
     let target = cmd::target_dir();
     // The OTLP sink the exporting instance sends to.
     let sink = if args.telemetry { Some(start_sink(&target)?) } else { None };
     let api_binary = target.join("release/api");
-    cmd::run(Command::new(&api_binary).arg("migrate").env("DATABASE_URL", &args.database_url))?;
-    let key = Command::new(&api_binary)
-        .args(["keys", "create", "--name", "bench"])
-        .env("DATABASE_URL", &args.database_url)
-        .stderr(Stdio::null())
-        .output()
-        .context("creating an API key")?;
-    ensure!(key.status.success(), "api keys create failed");
-    let key = String::from_utf8(key.stdout)?.trim().to_owned();
+    let key = api_key(&api_binary, args)?;
 
     let instances = instances(&api_binary, args, sink.as_ref().map(|(_, endpoint)| endpoint.as_str()))?;
     let baseline_port = free_port()?;
@@ -222,15 +224,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     );
     wait_ready(baseline_port, "/json")?;
 
-    let (status, created) = http(
-        instances[0].port,
-        "POST",
-        "/v1/items",
-        Some(&key),
-        Some(r#"{"name":"Desk lamp","price_cents":1999,"currency":"EUR"}"#),
-    )?;
-    ensure!(status == 201, "creating the benchmark item answered {status}: {created}");
-    let id = created.split("\"id\":\"").nth(1).and_then(|s| s.split('"').next()).context("the item id")?;
+    let id = create_item(instances[0].port, &key)?;
     let idle_rss = rss_kib(instances[0].process.0.id())?;
 
     let mut targets: Vec<(&str, String)> =
@@ -292,9 +286,42 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Migrates the bench database and creates an API key there.
+fn api_key(api_binary: &Path, args: &Args) -> anyhow::Result<String> {
+    cmd::run(Command::new(api_binary).arg("migrate").env("DATABASE_URL", &args.database_url))?;
+    let key = Command::new(api_binary)
+        .args(["keys", "create", "--name", "bench"])
+        .env("DATABASE_URL", &args.database_url)
+        .stderr(Stdio::null())
+        .output()
+        .context("creating an API key")?;
+    ensure!(key.status.success(), "api keys create failed");
+    Ok(String::from_utf8(key.stdout)?.trim().to_owned())
+}
+
+/// Creates the item every GET asks for; returns its id.
+fn create_item(port: u16, key: &str) -> anyhow::Result<String> {
+    let (status, created) = http(
+        port,
+        "POST",
+        "/v1/items",
+        Some(key),
+        Some(r#"{"name":"Desk lamp","price_cents":1999,"currency":"EUR"}"#),
+    )?;
+    ensure!(status == 201, "creating the benchmark item answered {status}: {created}");
+    let id = created.split("\"id\":\"").nth(1).and_then(|s| s.split('"').next()).context("the item id")?;
+    Ok(id.to_owned())
+}
+
 fn wrk(url: &str, args: &Args) -> anyhow::Result<Run> {
+    wrk_with(url, args, &[])
+}
+
+fn wrk_with(url: &str, args: &Args, headers: &[String]) -> anyhow::Result<Run> {
     let output = Command::new("wrk")
-        .args(["-t2", &format!("-c{}", args.connections), &format!("-d{}s", args.seconds), "--latency", url])
+        .args(["-t2", &format!("-c{}", args.connections), &format!("-d{}s", args.seconds), "--latency"])
+        .args(headers.iter().flat_map(|h| ["-H", h.as_str()]))
+        .arg(url)
         .output()
         .context("running wrk")?;
     let text = String::from_utf8_lossy(&output.stdout);

@@ -3,7 +3,7 @@
 
 mod containers;
 mod k8s;
-mod nginx;
+pub mod nginx;
 mod observability;
 
 use std::path::Path;
@@ -78,8 +78,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             "warnings",
         ]))?;
     }
-    // The metrics tests run `promtool check metrics` on every scrape.
-    tools::ensure(&[tools::PROMTOOL])?;
+    // The metrics tests run `promtool check metrics` on every scrape; the
+    // end-to-end tests run the edge in front of the replicas.
+    tools::ensure(&[tools::PROMTOOL, nginx::NGINX])?;
     // The same selection as clippy, so nothing is rebuilt for other features.
     let mut tests = cmd::cargo();
     if tools::found("cargo-nextest") {

@@ -33,7 +33,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Bring the platform up locally: migrate, then serve the API.
+    /// Bring the platform up locally: migrations, N api replicas, the worker, and NGINX in front.
     Up(up::Args),
     /// Run every check CI runs: formatting, clippy and all the tests.
     Ci(ci::Args),

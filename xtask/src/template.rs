@@ -38,6 +38,9 @@ pub struct Opt {
     pub prompt: &'static str,
     /// Files and folders dropped when the option is off.
     pub ignore_when_off: &'static [&'static str],
+    /// Whether the option changes only `infra/` manifests, so a project with
+    /// it off needs the static checks but not another build and test run.
+    pub infra_only: bool,
 }
 
 /// Every option. Each defaults to on: the defaults give the full platform.
@@ -46,6 +49,7 @@ pub const OPTIONS: &[Opt] = &[
         name: "docs",
         prompt: "Serve interactive API docs (Swagger UI, compiled into the binary) at /docs?",
         ignore_when_off: &[],
+        infra_only: false,
     },
     Opt {
         name: "redis",
@@ -61,7 +65,9 @@ pub const OPTIONS: &[Opt] = &[
             "api/tests/it/shared_limits.rs",
             "infra/observability/grafana/dashboards/cache.json",
             "testkit/src/redis_server.rs",
+            "infra/k8s/overlays/dev/redis.yaml",
         ],
+        infra_only: false,
     },
     Opt {
         name: "worker",
@@ -78,7 +84,16 @@ pub const OPTIONS: &[Opt] = &[
             "docs/jobs.md",
             "infra/observability/grafana/dashboards/jobs.json",
             "testkit/src/rabbit_server.rs",
+            "infra/k8s/base/worker",
+            "infra/k8s/overlays/dev/rabbitmq.yaml",
         ],
+        infra_only: false,
+    },
+    Opt {
+        name: "keda",
+        prompt: "Autoscale the worker on queue length with KEDA (otherwise a plain HorizontalPodAutoscaler)?",
+        ignore_when_off: &[],
+        infra_only: true,
     },
 ];
 

@@ -5,6 +5,7 @@ mod access;
 // @template if redis
 mod cache;
 // @template endif
+mod edge;
 mod errors;
 mod exporter;
 mod helpers;
@@ -14,6 +15,7 @@ mod jobs;
 // @template endif
 mod middleware;
 mod operations;
+mod process;
 // @template if redis
 mod redis_failure;
 // @template endif

@@ -16,6 +16,9 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if matches!(cli.command, Some(Command::Healthcheck)) {
+        return telemetry::health::check(config.listen.port());
+    }
     // Bad key options are refused before anything connects, like bad settings.
     if let Some(Command::Keys(KeysCommand::Create { name, scopes, rate })) = &cli.command
         && let Err(err) = api::keys::validate_new(name, scopes, rate.as_deref())
@@ -35,6 +38,7 @@ async fn main() -> ExitCode {
         Command::Serve => serve(config).await,
         Command::Migrate => api::db::migrate(&config.database).await,
         Command::Keys(command) => keys(&config, command).await,
+        Command::Healthcheck => unreachable!("answered before logging starts"),
     };
     let code = match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -19,4 +19,4 @@ pub mod telemetry;
 mod app;
 
 pub use app::{Worker, shutdown_signal};
-pub use config::{Cli, Config};
+pub use config::{Cli, Command, Config};

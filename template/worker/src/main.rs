@@ -15,6 +15,9 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if matches!(cli.command, Some(worker::Command::Healthcheck)) {
+        return telemetry::health::check(config.listen.port());
+    }
     let telemetry = match worker::telemetry::init(config.log_format) {
         Ok(telemetry) => telemetry,
         Err(err) => {

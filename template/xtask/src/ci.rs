@@ -1,6 +1,9 @@
 //! `cargo xtask ci`: formatting, lints and every test, against the real
 //! services. `.ci/run` starts the services, then runs this.
 
+mod containers;
+mod k8s;
+pub mod nginx;
 mod observability;
 
 use std::path::Path;
@@ -12,6 +15,13 @@ use crate::cmd;
 use crate::tools::{self, Source, Tool};
 
 pub use observability::lint_observability;
+
+/// The static checks of `infra/` (nginx, images, Compose, Kubernetes).
+pub fn lint_infra(root: &Path) -> anyhow::Result<()> {
+    nginx::lint_nginx(root)?;
+    containers::lint_containers(root)?;
+    k8s::lint_k8s(root)
+}
 
 /// Options of `ci`.
 #[derive(clap::Args)]
@@ -48,6 +58,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 {% endif %}    if !args.tests_only {
         lint_workflows(&cmd::root())?;
         lint_observability(&cmd::root())?;
+        lint_infra(&cmd::root())?;
         cmd::run(cmd::cargo().args(["fmt", "--all", "--check"]))?;
         cmd::run(cmd::cargo().args([
             "clippy",
@@ -59,8 +70,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             "warnings",
         ]))?;
     }
-    // The metrics tests run `promtool check metrics` on every scrape.
-    tools::ensure(&[tools::PROMTOOL])?;
+    // The metrics tests run `promtool check metrics` on every scrape; the
+    // end-to-end tests run the edge in front of the replicas.
+    tools::ensure(&[tools::PROMTOOL, nginx::NGINX])?;
     // The same selection as clippy, so nothing is rebuilt for other features.
     let mut tests = cmd::cargo();
     if tools::found("cargo-nextest") {

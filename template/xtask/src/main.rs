@@ -5,6 +5,8 @@
 //! - `ci`: every check CI runs, in the same order.
 //! - `lint-observability`: only the static checks of `infra/observability`
 //!   (a part of `ci`).
+//! - `lint-infra`: only the static checks of nginx, the images, Compose and
+//!   Kubernetes (a part of `ci`).
 //! - `bench`: the api against bare axum, as ratios from one run.
 
 mod bench;
@@ -26,12 +28,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Bring the platform up locally: migrate, then serve the API.
+    /// Bring the platform up locally: migrations, N api replicas, the worker, and NGINX in front.
     Up(up::Args),
     /// Run every check CI runs: formatting, clippy and all the tests.
     Ci(ci::Args),
     /// Check infra/observability only (promtool, yamllint, the dashboards), as `ci` does.
     LintObservability,
+    /// Check infra/ only: nginx, the Dockerfiles, Compose and the Kubernetes manifests, as `ci` does.
+    LintInfra,
     /// Measure the api against bare axum (wrk, release builds, one run).
     Bench(bench::Args),
 }
@@ -42,6 +46,7 @@ fn main() -> ExitCode {
         Command::Up(args) => up::run(&args),
         Command::Ci(args) => ci::run(&args),
         Command::LintObservability => ci::lint_observability(&cmd::root()),
+        Command::LintInfra => ci::lint_infra(&cmd::root()),
         Command::Bench(args) => bench::run(&args),
     };
     match result {

@@ -4,65 +4,39 @@
 //! this one test), counts the spans it drops, and still shuts down within
 //! its flush bound.
 
-use std::net::SocketAddr;
-use std::process::Stdio;
 use std::time::Duration;
 
 use testkit::otlp::Receiver;
 use testkit::{FaultProxy, Mode, TestDatabase};
-use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
 use crate::helpers::sample;
+use crate::process::{ApiProcess, client};
 
 /// One request's worst acceptable time here: far above any healthy answer,
 /// far below the export timeout a blocked request would wait out.
 const EXPORT_TIMEOUT_MS: u64 = 3000;
 
-struct ApiProcess {
-    name: &'static str,
-    addr: SocketAddr,
-    child: Child,
+/// A replica under measurement.
+struct Measured {
+    process: ApiProcess,
     latencies: Vec<Duration>,
 }
 
-impl ApiProcess {
+impl Measured {
     async fn start(name: &'static str, database_url: &str, otel: &[(&str, String)]) -> Self {
-        let port =
-            std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a port").port();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_api"));
-        command
-            .env_clear()
-            .env("HOST", "127.0.0.1")
-            .env("PORT", port.to_string())
-            .env("DATABASE_URL", database_url)
-            .env("RATE_LIMIT_IP", "off")
-            .env("SHUTDOWN_DELAY", "0s")
-            .env("RUST_LOG", "error")
-            .envs(otel.iter().map(|(k, v)| (*k, v.as_str())))
-            .stdout(Stdio::null())
-            .kill_on_drop(true);
-{% if redis %}        command.env("REDIS_URL", "");
-{% endif %}{% if worker %}        command.env("AMQP_URL", "");
-{% endif %}        let child = command.spawn().expect("starting the api binary");
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("an address");
-        let process = Self { name, addr, child, latencies: Vec::new() };
-        let client = client();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !client.get(process.url("/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
-            assert!(Instant::now() < deadline, "{name}: the api did not become ready");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        process
+        let mut env = vec![("DATABASE_URL", database_url.to_owned()), ("RATE_LIMIT_IP", "off".to_owned())];
+        env.extend(otel.iter().cloned());
+        Self { process: ApiProcess::start(name, &env).await, latencies: Vec::new() }
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+    fn name(&self) -> &str {
+        &self.process.name
     }
 
     /// `requests` GETs from `concurrency` clients, each timed.
     async fn load(&mut self, requests: usize, concurrency: usize) {
-        let url = self.url("/v1/items?limit=5");
+        let url = self.process.url("/v1/items?limit=5");
         let mut clients = tokio::task::JoinSet::new();
         for _ in 0..concurrency {
             let url = url.clone();
@@ -90,28 +64,6 @@ impl ApiProcess {
         let at = ((sorted.len() as f64 - 1.0) * p).round() as usize;
         sorted[at]
     }
-
-    async fn metrics(&self) -> String {
-        client().get(self.url("/metrics")).send().await.expect("metrics").text().await.expect("text")
-    }
-
-    /// SIGTERM, then how long the process took to exit (it must exit 0).
-    async fn terminate(mut self) -> Duration {
-        let pid = self.child.id().expect("running");
-        let started = Instant::now();
-        let sent = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
-        assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid}");
-        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
-            .await
-            .unwrap_or_else(|_| panic!("{}: still running 30 s after SIGTERM", self.name))
-            .expect("exit status");
-        assert!(status.success(), "{}: exited with {status}", self.name);
-        started.elapsed()
-    }
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(30)).build().expect("a client")
 }
 
 /// Export settings that make trouble show quickly: a small queue, frequent
@@ -137,14 +89,10 @@ async fn an_unreachable_or_blackholed_collector_costs_spans_never_latency_and_sh
 
     let url = database.url();
     let mut apis = [
-        ApiProcess::start("no exporter", &url, &[]).await,
-        ApiProcess::start("collector unreachable", &url, &exporting_to(format!("http://{closed}"))).await,
-        ApiProcess::start(
-            "collector blackholed",
-            &url,
-            &exporting_to(format!("http://{}", blackhole.addr())),
-        )
-        .await,
+        Measured::start("no exporter", &url, &[]).await,
+        Measured::start("collector unreachable", &url, &exporting_to(format!("http://{closed}"))).await,
+        Measured::start("collector blackholed", &url, &exporting_to(format!("http://{}", blackhole.addr())))
+            .await,
     ];
     // Alternating rounds, so whatever else the machine does hits all three.
     for _ in 0..5 {
@@ -158,37 +106,37 @@ async fn an_unreachable_or_blackholed_collector_costs_spans_never_latency_and_sh
         let (p50, p99) = (api.percentile(0.5), api.percentile(0.99));
         eprintln!(
             "{}: p50 {p50:?} p99 {p99:?} (no exporter: p50 {:?} p99 {:?})",
-            api.name,
+            api.name(),
             off.percentile(0.5),
             off.percentile(0.99)
         );
         // A request that waited on the export would take the export timeout.
-        assert!(api.percentile(1.0) < limit, "{}: a request took {:?}", api.name, api.percentile(1.0));
+        assert!(api.percentile(1.0) < limit, "{}: a request took {:?}", api.name(), api.percentile(1.0));
         assert!(
             p50 <= off.percentile(0.5) * 3 + Duration::from_millis(5),
             "{}: p50 {p50:?} against {:?} without an exporter",
-            api.name,
+            api.name(),
             off.percentile(0.5)
         );
     }
 
     // The spans that could not go out are counted, by reason.
     let dropped = |metrics: &str, reason: &str| {
-{% raw %}        sample(metrics, &format!("otel_sdk_spans_dropped_total{{reason=\"{reason}\"}}")).unwrap_or(0.0){% endraw %}
+        sample(metrics, &format!("otel_sdk_spans_dropped_total{{reason=\"{reason}\"}}")).unwrap_or(0.0)
     };
-    let metrics = unreachable.metrics().await;
+    let metrics = unreachable.process.metrics().await;
     assert!(dropped(&metrics, "export_failed") > 0.0, "{metrics}");
     assert_eq!(sample(&metrics, "otel_sdk_spans_exported_total"), Some(0.0));
-    let metrics = blackholed.metrics().await;
+    let metrics = blackholed.process.metrics().await;
     assert!(dropped(&metrics, "queue_full") > 0.0, "a full queue drops spans: {metrics}");
     assert_eq!(sample(&metrics, "otel_sdk_spans_exported_total"), Some(0.0));
     assert_eq!(receiver.requests(), 0, "nothing got through the blackhole");
 
     // Shutdown waits for the export at most its flush bound, then exits 0.
     let bound = telemetry::FLUSH_BOUND + Duration::from_secs(3);
-    for api in [off, unreachable, blackholed] {
-        let name = api.name;
-        let took = api.terminate().await;
+    for mut api in [off, unreachable, blackholed] {
+        let took = api.process.terminate().await;
+        let name = api.name();
         eprintln!("{name}: exited {took:?} after SIGTERM");
         assert!(took < bound, "{name}: shutdown took {took:?}");
     }
@@ -206,8 +154,8 @@ async fn the_binary_exports_by_the_standard_variables_and_honours_the_sampler() 
     let mut sampled_out = exporting_to(dropped.grpc_endpoint());
     sampled_out.push(("OTEL_TRACES_SAMPLER", "always_off".to_owned()));
     let mut apis = [
-        ApiProcess::start("exporting", &url, &named).await,
-        ApiProcess::start("sampled out", &url, &sampled_out).await,
+        Measured::start("exporting", &url, &named).await,
+        Measured::start("sampled out", &url, &sampled_out).await,
     ];
     for api in &mut apis {
         api.load(20, 2).await;
@@ -223,11 +171,11 @@ async fn the_binary_exports_by_the_standard_variables_and_honours_the_sampler() 
     assert!(server.resource.contains_key("service.version"), "{:?}", server.resource);
     assert_eq!(server.kind, "server");
     // The sampled-out replica records nothing and exports nothing.
-    let metrics = apis[1].metrics().await;
+    let metrics = apis[1].process.metrics().await;
     assert_eq!(sample(&metrics, "otel_sdk_spans_exported_total"), Some(0.0), "{metrics}");
     assert_eq!(sample(&metrics, "otel_sdk_spans_dropped_total{reason=\"queue_full\"}"), Some(0.0));
     assert_eq!(dropped.requests(), 0, "no export request from the sampled-out replica");
-    let [exporting, sampled] = apis;
-    exporting.terminate().await;
-    sampled.terminate().await;
+    for mut api in apis {
+        api.process.terminate().await;
+    }
 }

@@ -3,13 +3,15 @@
 
 mod access;
 {% if redis %}mod cache;
-{% endif %}mod errors;
+{% endif %}mod edge;
+mod errors;
 mod exporter;
 mod helpers;
 mod items;
 {% if worker %}mod jobs;
 {% endif %}mod middleware;
 mod operations;
+mod process;
 {% if redis %}mod redis_failure;
 {% endif %}mod resilience;
 {% if redis %}mod shared_limits;

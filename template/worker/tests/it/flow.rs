@@ -149,6 +149,20 @@ async fn the_worker_binary_serves_health_and_metrics_and_logs_job_and_trace_ids(
     let client = reqwest::Client::builder().no_proxy().build().expect("a client");
     let health = client.get(format!("http://{}/healthz", worker.addr)).send().await.expect("healthz");
     assert_eq!(health.status(), StatusCode::OK);
+    // The image's HEALTHCHECK: the same binary asks its own port.
+    let healthcheck = |port: u16| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_worker"))
+            .arg("healthcheck")
+            .env_clear()
+            .env("PORT", port.to_string())
+            .output()
+            .expect("worker healthcheck")
+    };
+    assert!(healthcheck(worker.addr.port()).status.success());
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a port");
+    let down = healthcheck(closed.port());
+    assert_eq!(down.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&down.stderr).starts_with("unhealthy: "));
 
     let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let traceparent = format!("00-{trace}-00f067aa0ba902b7-01");

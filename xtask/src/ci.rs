@@ -112,7 +112,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-const SCHEMA_CHECKER: Tool = Tool { binary: "check-jsonschema", source: Source::Pip("check-jsonschema") };
+/// check-jsonschema, for the workflow, Compose and KEDA schemas.
+pub(crate) const SCHEMA_CHECKER: Tool =
+    Tool { binary: "check-jsonschema", source: Source::Pip("check-jsonschema") };
 
 /// Every GitHub workflow under `dir` passes actionlint and the workflow schema.
 pub fn lint_workflows(dir: &Path) -> anyhow::Result<()> {

@@ -19,16 +19,19 @@ use crate::{cmd, tools};
 
 const MAX_REPLICAS: usize = 3;
 
-/// NGINX in front of `ports`, with its prefix removed when dropped.
+/// NGINX in front of `ports`; dropped, it stops, then its prefix goes.
 struct Edge {
     port: u16,
-    prefix: PathBuf,
     _process: Guard,
+    _prefix: Prefix,
 }
 
-impl Drop for Edge {
+/// A folder removed when dropped.
+struct Prefix(PathBuf);
+
+impl Drop for Prefix {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.prefix);
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -47,7 +50,7 @@ fn start_edge(nginx: &std::path::Path, name: &str, ports: &[u16]) -> anyhow::Res
         edge_config::foreground(nginx, &prefix).stdout(Stdio::null()).spawn().context("starting nginx")?,
     );
     wait_ready(port, "/healthz")?;
-    Ok(Edge { port, prefix, _process: process })
+    Ok(Edge { port, _process: process, _prefix: Prefix(prefix) })
 }
 
 /// Runs the edge benchmark (the release binaries are built).
@@ -92,19 +95,26 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         targets.push((
             format!("api x{n} via NGINX"),
             format!("http://127.0.0.1:{}/v1/items/{id}", api_edge.port),
+            true,
         ));
-        targets
-            .push((format!("bare axum x{n} via NGINX"), format!("http://127.0.0.1:{}/json", bare_edge.port)));
+        targets.push((
+            format!("bare axum x{n} via NGINX"),
+            format!("http://127.0.0.1:{}/v1/baseline", bare_edge.port),
+            true,
+        ));
         edges.push(api_edge);
         edges.push(bare_edge);
     }
-    let headers = [format!("authorization: Bearer {key}")];
+    // Anonymous: the same GET, answered from the micro-cache.
+    let cached = format!("http://127.0.0.1:{}/v1/items/{id}", edges[edges.len() - 2].port);
+    targets.push(("api x3 via NGINX, anonymous (micro-cache)".to_owned(), cached, false));
+    let authorization = [format!("authorization: Bearer {key}")];
     let mut rps: Vec<Vec<f64>> = targets.iter().map(|_| Vec::new()).collect();
     let mut p99: Vec<Vec<f64>> = targets.iter().map(|_| Vec::new()).collect();
     for round in 1..=args.rounds {
         let mut line = format!("round {round}:");
-        for (i, (name, url)) in targets.iter().enumerate() {
-            let run = wrk_with(url, args, &headers)?;
+        for (i, (name, url, authenticated)) in targets.iter().enumerate() {
+            let run = wrk_with(url, args, if *authenticated { &authorization } else { &[] })?;
             let _ = write!(line, "  {name} {:.0}", run.requests_per_second);
             rps[i].push(run.requests_per_second);
             p99[i].push(run.p99_ms);
@@ -113,7 +123,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     }
     println!(
         "Through NGINX (infra/nginx): GET /v1/items/{{id}} with an API key (past the micro-cache, \
-         Redis-cached item) against GET /json on bare axum; each replica 1 tokio thread; \
+         Redis-cached item) against GET /v1/baseline (the same body) on bare axum; each replica 1 tokio thread; \
          wrk -t2 -c{} -d{}s, {} rounds alternating, medians",
         args.connections, args.seconds, args.rounds
     );
@@ -129,5 +139,10 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             api / bare
         );
     }
+    let (cached, cached_p99) = medians[2 * MAX_REPLICAS];
+    println!(
+        "  micro-cache: anonymous GET {cached:.0} req/s (p99 {cached_p99:.2} ms), x{:.2} of 3 replicas without it",
+        cached / medians[2 * (MAX_REPLICAS - 1)].0
+    );
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! The baseline every api benchmark is a ratio against: bare axum on the same
 //! runtime, answering `GET /json` with a body the size of one item, and
-//! nothing else (no middleware, no database).
+//! nothing else (no middleware, no database). `GET /v1/baseline` answers the
+//! same, for runs behind the edge, which routes only versioned paths.
 
 use axum::Router;
 use axum::routing::get;
@@ -18,7 +19,8 @@ async fn main() -> std::io::Result<()> {
         "created_at": "2026-11-28T03:00:55.825575Z",
         "updated_at": "2026-11-28T03:00:55.825575Z"
     });
-    let app = Router::new().route("/json", get(move || std::future::ready(axum::Json(body.clone()))));
+    let json = get(move || std::future::ready(axum::Json(body.clone())));
+    let app = Router::new().route("/json", json.clone()).route("/v1/baseline", json);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port.parse::<u16>().unwrap_or(8090))).await?;
     axum::serve(listener, app).await
 }

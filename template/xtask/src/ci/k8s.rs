@@ -48,7 +48,6 @@ const SECRETS: &str = "secrets.env";
 const KUBECTL: Tool = Tool { binary: "kubectl", source: Source::Apt("kubectl") };
 const KUBERNETES_VALIDATE: Tool =
     Tool { binary: "kubernetes-validate", source: Source::Pip("kubernetes-validate") };
-const CHECK_JSONSCHEMA: Tool = Tool { binary: "check-jsonschema", source: Source::Pip("check-jsonschema") };
 
 /// KEDA's kinds, and the schema each is checked against.
 const KEDA_SCHEMAS: &[(&str, &str)] =
@@ -68,7 +67,7 @@ pub fn lint_k8s(root: &Path) -> anyhow::Result<()> {
             problems.extend(committed_secrets(&text).into_iter().map(|p| format!("{DIR}/{relative}: {p}")));
         }
     }
-    tools::ensure(&[KUBECTL, KUBERNETES_VALIDATE, CHECK_JSONSCHEMA])?;
+    tools::ensure(&[KUBECTL, KUBERNETES_VALIDATE, super::SCHEMA_CHECKER])?;
     let scratch = Scratch::new()?;
     let copy = scratch.path.join("k8s");
     copy_tree(&dir, &copy)?;

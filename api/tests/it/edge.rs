@@ -89,6 +89,14 @@ impl Cluster {
     }
 }
 
+/// Clients submitting jobs during a load run, besides the item writers.
+// @template if worker
+const JOB_WRITERS: usize = 1;
+// @template endif
+// @template if not worker
+// const JOB_WRITERS: usize = 0;
+// @template endif
+
 /// What a load run saw.
 #[derive(Default)]
 struct Tally {
@@ -98,6 +106,10 @@ struct Tally {
     created: Vec<String>,
     /// Names of the items whose POST failed, with what happened.
     write_failures: Vec<(String, String)>,
+    /// Jobs answered 202.
+    jobs_accepted: usize,
+    /// Job submissions that failed, with what happened.
+    job_failures: Vec<String>,
 }
 
 /// Readers GET an item with credentials (so every read reaches a replica)
@@ -148,6 +160,22 @@ fn load(
             tally
         });
     }
+    // @template if worker
+    // And one client submitting jobs (202 Accepted, no Idempotency-Key).
+    let (stop, url, key) = (stop.clone(), cluster.edge.url("/v1/jobs"), cluster.key.clone());
+    tasks.spawn(async move {
+        let (client, mut tally) = (fresh_connections(), Tally::default());
+        let body = json!({"kind": "items_report", "input": {"currency": "EUR"}});
+        while !stop.load(Ordering::Relaxed) {
+            match client.post(&url).bearer_auth(&key).json(&body).send().await {
+                Ok(r) if r.status() == StatusCode::ACCEPTED => tally.jobs_accepted += 1,
+                Ok(r) => tally.job_failures.push(r.status().to_string()),
+                Err(err) => tally.job_failures.push(err.to_string()),
+            }
+        }
+        tally
+    });
+    // @template endif
     tasks
 }
 
@@ -169,6 +197,8 @@ async fn finish(stop: &AtomicBool, mut tasks: JoinSet<Tally>) -> Tally {
         total.read_failures.extend(tally.read_failures);
         total.created.extend(tally.created);
         total.write_failures.extend(tally.write_failures);
+        total.jobs_accepted += tally.jobs_accepted;
+        total.job_failures.extend(tally.job_failures);
     }
     total
 }
@@ -188,6 +218,19 @@ async fn assert_no_duplicates(cluster: &Cluster, tally: &Tally) {
     for (name, _) in &tally.write_failures {
         assert!(counts.get(name).copied().unwrap_or(0) <= 1, "{name} exists twice: a POST was retried");
     }
+    // @template if worker
+    // Jobs: one row per 202, plus at most one per failed submission (it may
+    // have committed before the failure); a retried POST would add more.
+    let (jobs,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM jobs").fetch_one(&cluster.db).await.expect("jobs");
+    let jobs = usize::try_from(jobs).expect("a count");
+    assert!(
+        jobs >= tally.jobs_accepted && jobs <= tally.jobs_accepted + tally.job_failures.len(),
+        "{jobs} jobs for {} accepted and {} failed submissions",
+        tally.jobs_accepted,
+        tally.job_failures.len()
+    );
+    // @template endif
     // NGINX sent each POST to one replica at most: it moves a POST on only
     // when the connection failed, before anything was sent (connect time `-`).
     for entry in cluster.edge.access_log().await.iter().filter(|e| e["method"] == "POST") {
@@ -270,19 +313,24 @@ async fn a_replica_killed_under_load_fails_no_get_and_duplicates_no_post() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let tally = finish(&stop, tasks).await;
     eprintln!(
-        "reads ok {}, read failures {:?}; created {}, write failures {:?}",
+        "reads ok {}, read failures {:?}; created {}, write failures {:?}; jobs accepted {}, failed {:?}",
         tally.reads_ok,
         tally.read_failures,
         tally.created.len(),
-        tally.write_failures
+        tally.write_failures,
+        tally.jobs_accepted,
+        tally.job_failures
     );
     assert!(tally.reads_ok > 100 && tally.created.len() > 20, "too little load to mean anything");
     // GETs that met the dead replica were retried on another.
     assert!(tally.read_failures.is_empty(), "{:?}", tally.read_failures);
     // POSTs are never retried: those in flight at the kill may fail, at
     // most one per writer, and none is applied twice.
-    assert!(tally.write_failures.len() <= writers, "{:?}", tally.write_failures);
-    for (_, status) in &tally.write_failures {
+    let posting = writers + JOB_WRITERS;
+    let failed: Vec<&String> =
+        tally.write_failures.iter().map(|(_, status)| status).chain(&tally.job_failures).collect();
+    assert!(failed.len() <= posting, "{failed:?}");
+    for status in failed {
         assert!(status.starts_with("503"), "a failed POST gets the edge's 503: {status}");
     }
     assert_no_duplicates(&cluster, &tally).await;
@@ -319,9 +367,15 @@ async fn a_rolling_restart_behind_the_edge_fails_no_request() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let tally = finish(&stop, tasks).await;
-    eprintln!("rolling restart: reads ok {}, created {}", tally.reads_ok, tally.created.len());
+    eprintln!(
+        "rolling restart: reads ok {}, created {}, jobs accepted {}",
+        tally.reads_ok,
+        tally.created.len(),
+        tally.jobs_accepted
+    );
     assert!(tally.read_failures.is_empty(), "{:?}", tally.read_failures);
     assert!(tally.write_failures.is_empty(), "{:?}", tally.write_failures);
+    assert!(tally.job_failures.is_empty(), "{:?}", tally.job_failures);
     assert!(tally.reads_ok > 100 && tally.created.len() > 20, "too little load to mean anything");
     assert_no_duplicates(&cluster, &tally).await;
     // Every replica is back in service.

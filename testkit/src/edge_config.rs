@@ -67,7 +67,7 @@ pub fn write_upstreams(source: &Path, prefix: &Path, replicas: &[Upstream]) -> i
 }
 
 /// The parameters after the address on the first `server` line, with a
-/// leading space (` max_fails=2 fail_timeout=5s`), or `None`.
+/// leading space (` max_fails=1 fail_timeout=5s`), or `None`.
 fn server_parameters(upstream_conf: &str) -> Option<String> {
     let line = upstream_conf.lines().map(str::trim).find(|l| l.starts_with("server "))?;
     let body = line.strip_prefix("server ")?.trim_end_matches(';');

@@ -50,6 +50,11 @@ async fn watch_queues(config: &Config, metrics: &Metrics) {
     let queues = [config.topology.queue(), config.topology.dead_letter_queue()];
     let mut tick = tokio::time::interval(INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first look waits one interval: by then the consumer has declared
+    // the queues, and a passive declare of a queue not there yet (which the
+    // broker answers by closing the channel, logged by lapin as an error)
+    // does not greet every fresh start.
+    tick.tick().await;
     let mut link: Option<(Connection, Channel)> = None;
     loop {
         tick.tick().await;

@@ -80,6 +80,24 @@ fn server_parameters(upstream_conf: &str) -> Option<String> {
     }))
 }
 
+/// An NGINX size (`65536`, `64k`, `1m`, `1g`), in bytes.
+pub fn size_bytes(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let (digits, factor) = match text.chars().last()? {
+        'k' | 'K' => (&text[..text.len() - 1], 1024),
+        'm' | 'M' => (&text[..text.len() - 1], 1024 * 1024),
+        'g' | 'G' => (&text[..text.len() - 1], 1024 * 1024 * 1024),
+        _ => (text, 1),
+    };
+    digits.parse::<u64>().ok()?.checked_mul(factor)
+}
+
+/// `client_max_body_size` in an `nginx.conf`, in bytes.
+pub fn body_limit(nginx_conf: &str) -> Option<u64> {
+    let value = nginx_conf.lines().find_map(|l| l.trim().strip_prefix("client_max_body_size "))?;
+    size_bytes(value.trim_end_matches(';'))
+}
+
 /// The `nginx` binary: on PATH, or where Debian puts it (`/usr/sbin` is not
 /// on a normal user's PATH).
 pub fn binary() -> Option<PathBuf> {
@@ -105,7 +123,17 @@ pub fn foreground(nginx: &Path, prefix: &Path) -> Command {
 
 #[cfg(test)]
 mod tests {
-    use super::server_parameters;
+    use super::{body_limit, server_parameters, size_bytes};
+
+    #[test]
+    fn sizes_are_read_as_nginx_reads_them() {
+        assert_eq!(size_bytes("64k"), Some(65_536));
+        assert_eq!(size_bytes("65536"), Some(65_536));
+        assert_eq!(size_bytes("1m"), Some(1_048_576));
+        assert_eq!(size_bytes("lots"), None);
+        assert_eq!(body_limit("http {\n    client_max_body_size 64k;\n}"), Some(65_536));
+        assert_eq!(body_limit("http {}"), None);
+    }
 
     #[test]
     fn the_parameters_of_the_compose_line_are_kept() {

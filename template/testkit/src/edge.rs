@@ -24,6 +24,12 @@ pub fn source() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/nginx")
 }
 
+/// `client_max_body_size` of `infra/nginx/nginx.conf`, in bytes.
+pub fn body_limit() -> anyhow::Result<u64> {
+    let conf = std::fs::read_to_string(source().join("nginx.conf")).context("reading nginx.conf")?;
+    config::body_limit(&conf).context("nginx.conf sets no client_max_body_size")
+}
+
 /// A running NGINX edge.
 pub struct Edge {
     addr: SocketAddr,

@@ -88,6 +88,17 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The `KEY=value` lines of an env file (`.env.example`, kustomize's env
+/// files): no quotes, no comments after values, an optional `export `.
+pub(crate) fn env_pairs(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| l.strip_prefix("export ").unwrap_or(l).split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), v.to_owned()))
+        .collect()
+}
+
 /// check-jsonschema, for the workflow, Compose and KEDA schemas.
 pub(crate) const SCHEMA_CHECKER: Tool =
     Tool { binary: "check-jsonschema", source: Source::Pip("check-jsonschema") };

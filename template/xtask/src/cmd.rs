@@ -60,6 +60,34 @@ pub fn address(url: &str, default_port: u16) -> String {
     if host_port.contains(':') { host_port.to_owned() } else { format!("{host_port}:{default_port}") }
 }
 
+/// A scratch folder under the system's temp dir, removed when dropped. (No
+/// tempfile crate: generated projects' xtask does not depend on it.)
+pub struct Scratch {
+    path: PathBuf,
+}
+
+impl Scratch {
+    /// Creates `xtask-LABEL-PID-NANOS`.
+    pub fn new(label: &str) -> anyhow::Result<Self> {
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let path = std::env::temp_dir().join(format!("xtask-{label}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(Self { path })
+    }
+
+    /// The folder.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::address;

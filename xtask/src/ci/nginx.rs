@@ -20,15 +20,18 @@ pub const NGINX: Tool = Tool { binary: "nginx", source: tools::Source::Apt("ngin
 pub fn lint_nginx(root: &Path) -> anyhow::Result<()> {
     tools::ensure(&[NGINX])?;
     let nginx = edge_config::binary().context("nginx is not on PATH nor in /usr/sbin")?;
-    let prefix = std::env::temp_dir().join(format!("nginx-lint-{}", std::process::id()));
+    let prefix = crate::cmd::Scratch::new("nginx")?;
     let replica: SocketAddr = "127.0.0.1:8080".parse()?;
     let listen: SocketAddr = "127.0.0.1:8080".parse()?;
-    edge_config::render(&root.join("infra/nginx"), &prefix, listen, &[edge_config::Upstream::up(replica)])?;
-    let mut test = edge_config::command(&nginx, &prefix, &["-t", "-q"]);
+    edge_config::render(
+        &root.join("infra/nginx"),
+        prefix.path(),
+        listen,
+        &[edge_config::Upstream::up(replica)],
+    )?;
+    let mut test = edge_config::command(&nginx, prefix.path(), &["-t", "-q"]);
     eprintln!("$ {}", crate::cmd::describe(&test));
-    let output = test.output().context("running nginx -t");
-    let _ = std::fs::remove_dir_all(&prefix);
-    let output = output?;
+    let output = test.output().context("running nginx -t")?;
     if !output.status.success() {
         bail!("nginx -t failed on infra/nginx/nginx.conf:\n{}", String::from_utf8_lossy(&output.stderr));
     }

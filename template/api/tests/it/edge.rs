@@ -526,29 +526,16 @@ async fn the_edge_routes_the_api_only_and_compresses() {
     assert_eq!(spec.headers()["content-encoding"], "gzip");
 }
 
-/// `client_max_body_size` in `infra/nginx/nginx.conf`, in bytes.
-fn edge_body_limit() -> usize {
-    let conf = std::fs::read_to_string(testkit::edge::source().join("nginx.conf")).expect("nginx.conf");
-    let value = conf
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("client_max_body_size "))
-        .expect("client_max_body_size")
-        .trim_end_matches(';');
-    let (digits, unit) = value.split_at(value.find(|c: char| !c.is_ascii_digit()).unwrap_or(value.len()));
-    let n: usize = digits.parse().expect("a size");
-    match unit {
-        "" => n,
-        "k" | "K" => n * 1024,
-        "m" | "M" => n * 1024 * 1024,
-        other => panic!("unit {other}"),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_over_the_limit_get_413_from_the_edge_and_from_the_app() {
     let config = api::Cli::parse_from(["api"]).settings.validate().expect("the default settings");
     let limit = config.body_limit_bytes;
-    assert_eq!(edge_body_limit(), limit, "NGINX's client_max_body_size must equal BODY_LIMIT_BYTES");
+    let edge_limit = testkit::edge::body_limit().expect("the edge's body limit");
+    assert_eq!(
+        usize::try_from(edge_limit).ok(),
+        Some(limit),
+        "NGINX's client_max_body_size must equal BODY_LIMIT_BYTES"
+    );
     let cluster = Cluster::start(1).await;
     // Valid JSON of exactly `size` bytes: trailing whitespace is allowed.
     let body = |size: usize| {

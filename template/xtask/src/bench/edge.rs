@@ -6,7 +6,6 @@
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use anyhow::Context;
@@ -23,34 +22,28 @@ const MAX_REPLICAS: usize = 3;
 struct Edge {
     port: u16,
     _process: Guard,
-    _prefix: Prefix,
-}
-
-/// A folder removed when dropped.
-struct Prefix(PathBuf);
-
-impl Drop for Prefix {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+    _prefix: cmd::Scratch,
 }
 
 fn start_edge(nginx: &std::path::Path, name: &str, ports: &[u16]) -> anyhow::Result<Edge> {
     let port = free_port()?;
-    let prefix = std::env::temp_dir().join(format!("bench-edge-{}-{name}", std::process::id()));
+    let prefix = cmd::Scratch::new(&format!("bench-edge-{name}"))?;
     let upstreams: Vec<_> =
         ports.iter().map(|p| edge_config::Upstream::up(SocketAddr::from(([127, 0, 0, 1], *p)))).collect();
     edge_config::render(
         &cmd::root().join("infra/nginx"),
-        &prefix,
+        prefix.path(),
         SocketAddr::from(([127, 0, 0, 1], port)),
         &upstreams,
     )?;
     let process = Guard(
-        edge_config::foreground(nginx, &prefix).stdout(Stdio::null()).spawn().context("starting nginx")?,
+        edge_config::foreground(nginx, prefix.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .context("starting nginx")?,
     );
     wait_ready(port, "/healthz")?;
-    Ok(Edge { port, _process: process, _prefix: Prefix(prefix) })
+    Ok(Edge { port, _process: process, _prefix: prefix })
 }
 
 /// Runs the edge benchmark (the release binaries are built).

@@ -68,8 +68,8 @@ pub fn lint_k8s(root: &Path) -> anyhow::Result<()> {
         }
     }
     tools::ensure(&[KUBECTL, KUBERNETES_VALIDATE, super::SCHEMA_CHECKER])?;
-    let scratch = Scratch::new()?;
-    let copy = scratch.path.join("k8s");
+    let scratch = cmd::Scratch::new("k8s")?;
+    let copy = scratch.path().join("k8s");
     copy_tree(&dir, &copy)?;
     let placeholders = make_secrets(&copy, &mut problems)?;
     let adapter_values = read_yaml(&copy.join("prometheus-adapter/rules.yaml"))?;
@@ -78,7 +78,7 @@ pub fn lint_k8s(root: &Path) -> anyhow::Result<()> {
     for overlay in overlays(&copy)? {
         let label = overlay.strip_prefix(&copy)?.display().to_string();
         let rendered = render(&overlay)?;
-        let file = scratch.path.join(format!("{}.yaml", label.replace('/', "-")));
+        let file = scratch.path().join(format!("{}.yaml", label.replace('/', "-")));
         std::fs::write(&file, &rendered)?;
         cmd::run(
             Command::new("kubernetes-validate")
@@ -88,7 +88,7 @@ pub fn lint_k8s(root: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("{label} does not validate against Kubernetes {KUBERNETES_VERSION}"))?;
         let docs =
             manifest::parse_documents(&rendered).with_context(|| format!("reading {label} rendered"))?;
-        check_keda(&docs, &copy.join("schemas"), &scratch.path.join(&label))
+        check_keda(&docs, &copy.join("schemas"), &scratch.path().join(&label))
             .with_context(|| format!("{label}: KEDA objects"))?;
         problems.extend(
             policy::check(&docs, &placeholders, &adapter).into_iter().map(|p| format!("{label}: {p}")),
@@ -112,28 +112,6 @@ pub fn lint_k8s(root: &Path) -> anyhow::Result<()> {
     }
     eprintln!("{DIR}: every overlay renders, validates and meets the policies");
     Ok(())
-}
-
-/// A scratch folder, removed when dropped. (No tempfile crate: generated
-/// projects' xtask does not depend on it.)
-struct Scratch {
-    path: PathBuf,
-}
-
-impl Scratch {
-    fn new() -> anyhow::Result<Self> {
-        let nanos =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        let path = std::env::temp_dir().join(format!("xtask-k8s-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
-        Ok(Self { path })
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
-    }
 }
 
 /// Every file below `dir`, sorted.
@@ -180,7 +158,7 @@ fn make_secrets(copy: &Path, problems: &mut Vec<String>) -> anyhow::Result<polic
     for example in files(copy)?.into_iter().filter(|f| f.file_name().is_some_and(|n| n == SECRETS_EXAMPLE)) {
         let relative = example.strip_prefix(copy)?.display().to_string();
         let text = std::fs::read_to_string(&example)?;
-        for (key, value) in env_pairs(&text) {
+        for (key, value) in super::env_pairs(&text) {
             if !value.is_empty() && !value.contains(PLACEHOLDER) {
                 problems.push(format!(
                     "{DIR}/{relative}: {key} must be an obvious placeholder (containing {PLACEHOLDER})"
@@ -191,17 +169,6 @@ fn make_secrets(copy: &Path, problems: &mut Vec<String>) -> anyhow::Result<polic
         std::fs::write(example.with_file_name(SECRETS), text)?;
     }
     Ok(placeholders)
-}
-
-/// The `KEY=value` lines of an env file (kustomize's format: no quotes, no
-/// comments after values).
-fn env_pairs(text: &str) -> Vec<(String, String)> {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.trim().to_owned(), v.to_owned()))
-        .collect()
 }
 
 /// Every overlay: each folder under `overlays/` with a kustomization.

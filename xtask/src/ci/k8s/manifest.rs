@@ -198,17 +198,8 @@ pub fn duration_ms(text: &str) -> Option<u64> {
     Some(total)
 }
 
-/// An NGINX size (`65536`, `64k`, `1m`, `1g`), in bytes.
-pub fn nginx_size(text: &str) -> Option<u64> {
-    let text = text.trim();
-    let (digits, factor) = match text.chars().last()? {
-        'k' | 'K' => (&text[..text.len() - 1], 1024),
-        'm' | 'M' => (&text[..text.len() - 1], 1024 * 1024),
-        'g' | 'G' => (&text[..text.len() - 1], 1024 * 1024 * 1024),
-        _ => (text, 1),
-    };
-    digits.parse::<u64>().ok()?.checked_mul(factor)
-}
+/// An NGINX size, read as the edge's own configuration is.
+pub use crate::ci::nginx::edge_config::size_bytes as nginx_size;
 
 /// A count that may be a number or a string holding one.
 pub fn count(value: &Value) -> Option<u64> {

@@ -423,13 +423,7 @@ fn strings<'a>(value: &'a Value, out: &mut Vec<&'a str>) {
 
 /// The variables `.env.example` sets.
 fn example_variables(env_example: &str) -> BTreeSet<String> {
-    env_example
-        .lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty() && !line.starts_with('#'))
-        .filter_map(|line| line.strip_prefix("export ").unwrap_or(line).split_once('='))
-        .map(|(key, _)| key.trim().to_owned())
-        .collect()
+    crate::ci::env_pairs(env_example).into_iter().map(|(key, _)| key).collect()
 }
 
 fn env_example_matches(doc: &Value, env_example: &str, problems: &mut Vec<String>) {

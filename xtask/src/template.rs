@@ -38,9 +38,28 @@ pub struct Opt {
     pub prompt: &'static str,
     /// Files and folders dropped when the option is off.
     pub ignore_when_off: &'static [&'static str],
-    /// Whether the option changes only `infra/` manifests, so a project with
-    /// it off needs the static checks but not another build and test run.
-    pub infra_only: bool,
+    /// What the generator's tests run for the project with only this option off.
+    pub when_off: Coverage,
+}
+
+/// How much of its own CI a generated project runs in the generator's tests.
+/// Every variant is generated, checked for leftovers and snapshotted. The
+/// full suite runs where behaviour differs from every other run: the root
+/// is all on, and the all-off project runs it with every option's off-side
+/// behaviour (and the new name). An option whose off-side behaviour depends
+/// on another option being on would need `Full`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Coverage {
+    /// Its own full `cargo xtask ci` (but the Compose test, which the root
+    /// runs on the same Dockerfile and Compose file).
+    Full,
+    /// Formatting, clippy and the static checks: the code builds and lints
+    /// without the option, and the behaviour it removes is tested in the
+    /// all-off project (which, renamed, also proves the name is used
+    /// everywhere it must be; all-on's behaviour is the root's).
+    Lint,
+    /// Only the static checks of `infra/`: the option changes manifests only.
+    Infra,
 }
 
 /// Every option. Each defaults to on: the defaults give the full platform.
@@ -49,7 +68,7 @@ pub const OPTIONS: &[Opt] = &[
         name: "docs",
         prompt: "Serve interactive API docs (Swagger UI, compiled into the binary) at /docs?",
         ignore_when_off: &[],
-        infra_only: false,
+        when_off: Coverage::Lint,
     },
     Opt {
         name: "redis",
@@ -66,8 +85,10 @@ pub const OPTIONS: &[Opt] = &[
             "infra/observability/grafana/dashboards/cache.json",
             "testkit/src/redis_server.rs",
             "infra/k8s/overlays/dev/redis.yaml",
+            "infra/docker/stand-ins/redis.Dockerfile",
+            "infra/docker/stand-ins/redis-entrypoint.sh",
         ],
-        infra_only: false,
+        when_off: Coverage::Lint,
     },
     Opt {
         name: "worker",
@@ -86,14 +107,16 @@ pub const OPTIONS: &[Opt] = &[
             "testkit/src/rabbit_server.rs",
             "infra/k8s/base/worker",
             "infra/k8s/overlays/dev/rabbitmq.yaml",
+            "infra/docker/stand-ins/rabbitmq.Dockerfile",
+            "infra/docker/stand-ins/rabbitmq-entrypoint.sh",
         ],
-        infra_only: false,
+        when_off: Coverage::Lint,
     },
     Opt {
         name: "keda",
         prompt: "Autoscale the worker on queue length with KEDA (otherwise a plain HorizontalPodAutoscaler)?",
         ignore_when_off: &[],
-        infra_only: true,
+        when_off: Coverage::Infra,
     },
 ];
 

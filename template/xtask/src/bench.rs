@@ -10,16 +10,16 @@
 //! read the ratios, not the absolute requests per second.
 
 use std::fmt::Write as _;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
 
-use crate::cmd;
+use crate::http::free_port;
 use crate::tools::{self, Source, Tool};
+use crate::{cmd, http};
 
 mod edge;
 
@@ -287,13 +287,14 @@ fn api_key(api_binary: &Path, args: &Args) -> anyhow::Result<String> {
 
 /// Creates the item every GET asks for; returns its id.
 fn create_item(port: u16, key: &str) -> anyhow::Result<String> {
-    let (status, created) = http(
-        port,
+    let created = http::exchange(
+        SocketAddr::from(([127, 0, 0, 1], port)),
         "POST",
         "/v1/items",
-        Some(key),
+        &[("authorization", &format!("Bearer {key}"))],
         Some(r#"{"name":"Desk lamp","price_cents":1999,"currency":"EUR"}"#),
     )?;
+    let (status, created) = (created.status, created.body);
     ensure!(status == 201, "creating the benchmark item answered {status}: {created}");
     let id = created.split("\"id\":\"").nth(1).and_then(|s| s.split('"').next()).context("the item id")?;
     Ok(id.to_owned())
@@ -355,44 +356,8 @@ fn median(mut values: Vec<f64>) -> f64 {
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 fn wait_ready(port: u16, path: &str) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if matches!(http(port, "GET", path, None, None), Ok((200, _))) {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    bail!("nothing answered 200 on 127.0.0.1:{port}{path} within 30 s")
-}
-
-/// A minimal HTTP/1.1 exchange (xtask has no HTTP client, and needs none).
-fn http(
-    port: u16,
-    method: &str,
-    path: &str,
-    key: Option<&str>,
-    body: Option<&str>,
-) -> anyhow::Result<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let body = body.unwrap_or_default();
-    let authorization = key.map(|k| format!("authorization: Bearer {k}\r\n")).unwrap_or_default();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nhost: bench\r\nconnection: close\r\ncontent-type: application/json\r\n\
-         {authorization}content-length: {}\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).context("an HTTP status line")?;
-    let payload = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    Ok((status, payload))
+    http::wait_ok(SocketAddr::from(([127, 0, 0, 1], port)), path, Duration::from_secs(30))
 }
 
 /// Resident set size of a process, from /proc.

@@ -29,6 +29,12 @@ pub struct Args {
     /// Skip formatting and clippy (tests only).
     #[arg(long)]
     tests_only: bool,
+    /// Skip `compose-test` (the generator's matrix does: the root runs it).
+    #[arg(long)]
+    no_compose: bool,
+    /// Formatting, clippy and the static checks only: no tests.
+    #[arg(long, conflicts_with = "tests_only")]
+    lint_only: bool,
 }
 
 const POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -70,6 +76,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             "warnings",
         ]))?;
     }
+    if args.lint_only {
+        return Ok(());
+    }
     // The metrics tests run `promtool check metrics` on every scrape; the
     // end-to-end tests run the edge in front of the replicas.
     tools::ensure(&[tools::PROMTOOL, nginx::NGINX])?;
@@ -85,6 +94,13 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 {% if redis %}    tests.env("REDIS_URL", &redis_url);
 {% endif %}{% if worker %}    tests.env("AMQP_URL", &amqp_url);
 {% endif %}    cmd::run(&mut tests)?;
+    if args.no_compose {
+        eprintln!(
+            "\n!!! compose-test skipped (--no-compose): the images and docker-compose.yml were not run\n"
+        );
+    } else {
+        crate::compose_test::run(&crate::compose_test::Args::default())?;
+    }
     Ok(())
 }
 

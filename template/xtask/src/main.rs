@@ -5,6 +5,8 @@
 //! - `ci`: every check CI runs, in the same order.
 //! - `lint-observability`: only the static checks of `infra/observability`
 //!   (a part of `ci`).
+//! - `compose-test`: the images and `docker-compose.yml` for real, end to
+//!   end through NGINX (a part of `ci`).
 //! - `lint-infra`: only the static checks of nginx, the images, Compose and
 //!   Kubernetes (a part of `ci`).
 //! - `bench`: the api against bare axum, as ratios from one run.
@@ -12,6 +14,8 @@
 mod bench;
 mod ci;
 mod cmd;
+mod compose_test;
+mod http;
 mod tools;
 mod up;
 
@@ -32,6 +36,8 @@ enum Command {
     Up(up::Args),
     /// Run every check CI runs: formatting, clippy and all the tests.
     Ci(ci::Args),
+    /// Build the images and run docker-compose.yml for real, checked end to end through NGINX.
+    ComposeTest(compose_test::Args),
     /// Check infra/observability only (promtool, yamllint, the dashboards), as `ci` does.
     LintObservability,
     /// Check infra/ only: nginx, the Dockerfiles, Compose and the Kubernetes manifests, as `ci` does.
@@ -46,6 +52,7 @@ fn main() -> ExitCode {
         Command::Up(args) => up::run(&args),
         Command::Ci(args) => ci::run(&args),
         Command::LintObservability => ci::lint_observability(&cmd::root()),
+        Command::ComposeTest(args) => compose_test::run(&args),
         Command::LintInfra => ci::lint_infra(&cmd::root()),
         Command::Bench(args) => bench::run(&args),
     };

@@ -45,7 +45,8 @@ pub fn found(binary: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-fn can_install() -> bool {
+/// Whether missing tools can be installed here: Debian, as root.
+pub fn can_install() -> bool {
     std::path::Path::new("/etc/debian_version").exists()
         && Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.trim_ascii() == b"0")
 }

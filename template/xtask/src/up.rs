@@ -6,6 +6,8 @@ use std::fs::File;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -22,6 +24,9 @@ pub struct Args {
     /// How many api replicas to run behind NGINX.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=16))]
     replicas: u16,
+    /// Run the binaries already built in the target directory.
+    #[arg(long)]
+    no_build: bool,
     /// Port of the first replica; the others take the ports after it.
     #[arg(long, default_value_t = 8090)]
     replica_port: u16,
@@ -43,6 +48,12 @@ pub struct Args {
 
 /// The processes started here; dropping it stops them all (SIGTERM, so each
 /// drains, and NGINX's master takes its workers down with it).
+///
+/// Ctrl-C in the terminal reaches every child (one process group), but
+/// SIGTERM or SIGHUP sent to `xtask up` alone (`kill`, a closed terminal, a
+/// supervisor) would end only this process and leave the children running
+/// on their ports. So all three signals are caught ([`stop_on_signals`]):
+/// [`Processes::wait`] returns and the drop stops every child.
 struct Processes(Vec<(String, Child)>);
 
 impl Processes {
@@ -53,10 +64,13 @@ impl Processes {
         Ok(())
     }
 
-    /// Waits until one process exits (Ctrl-C reaches them all: same process
-    /// group), then stops the others.
-    fn wait(&mut self) -> anyhow::Result<()> {
+    /// Waits until one process exits or `stop` is set, then stops the others.
+    fn wait(&mut self, stop: &AtomicBool) -> anyhow::Result<()> {
         loop {
+            if stop.load(Ordering::SeqCst) {
+                eprintln!("stopping: every process drains, then exits");
+                return Ok(());
+            }
             for (name, child) in &mut self.0 {
                 if let Some(status) = child.try_wait()? {
                     if !status.success() && status.code().is_some() {
@@ -81,8 +95,19 @@ impl Drop for Processes {
     }
 }
 
-/// Checks, builds, migrates, starts everything, serves until Ctrl-C.
+/// Sets the returned flag on SIGINT, SIGTERM or SIGHUP.
+fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
+        .context("catching SIGINT, SIGTERM and SIGHUP")?;
+    Ok(stop)
+}
+
+/// Checks, builds, migrates, starts everything, serves until Ctrl-C,
+/// SIGTERM or SIGHUP.
 pub fn run(args: &Args) -> anyhow::Result<()> {
+    let stop = stop_on_signals()?;
     check_services(args)?;
     tools::ensure(&[NGINX])?;
     let nginx = edge_config::binary().context("nginx is not on PATH nor in /usr/sbin")?;
@@ -105,7 +130,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let mut build = cmd::cargo();
     build.args(["build", "--quiet", "-p", "api", "--bin", "api"]);
 {% if worker %}    build.args(["-p", "worker", "--bin", "worker"]);
-{% endif %}    cmd::run(&mut build)?;
+{% endif %}    if !args.no_build {
+        cmd::run(&mut build)?;
+    }
     let binary = cmd::target_dir().join("debug/api");
     cmd::run(
         Command::new(&binary)
@@ -151,7 +178,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     processes.spawn("nginx", edge_config::foreground(&nginx, &prefix).stdout(access_log))?;
     wait_for_port(SocketAddr::from(([127, 0, 0, 1], args.port)), &mut processes)?;
     print_places(args, &replicas, &binary, &prefix);
-    processes.wait()
+    processes.wait(&stop)
 }
 
 fn check_services(args: &Args) -> anyhow::Result<()> {

@@ -2,7 +2,8 @@
 //! `docker-compose.yml`, part of `cargo xtask lint-infra` and `ci`. Nothing
 //! here needs a Docker engine: the images are linted, not built.
 //!
-//! - hadolint (warnings fail) on every Dockerfile under `infra/docker/`.
+//! - hadolint (warnings fail) on every Dockerfile under `infra/docker/`,
+//!   the stand-ins (`infra/docker/stand-ins/`) included.
 //! - The runtime stages of those Dockerfiles ([`dockerfile`]): a numeric
 //!   non-root `USER`, a `HEALTHCHECK` and an exec-form `ENTRYPOINT`.
 //! - check-jsonschema against the Compose specification's schema.
@@ -56,10 +57,14 @@ pub fn lint_containers(root: &Path) -> anyhow::Result<()> {
     }
 
     tools::ensure(&[HADOLINT, super::SCHEMA_CHECKER])?;
+    // The stand-ins (images the Compose test builds where no registry
+    // answers) are linted too; they are not runtimes of ours, so the rules
+    // above do not apply to them.
+    let stand_ins = self::dockerfiles(&root.join(DIR).join("stand-ins"))?;
     cmd::run(
         Command::new(HADOLINT.binary)
             .args(["--failure-threshold", "warning"])
-            .args(dockerfiles.iter().map(|f| f.strip_prefix(root).unwrap_or(f)))
+            .args(dockerfiles.iter().chain(&stand_ins).map(|f| f.strip_prefix(root).unwrap_or(f)))
             .current_dir(root),
     )?;
     cmd::run(

@@ -2,7 +2,9 @@
 //!
 //! - Every service has a health check, except one-shot services (those
 //!   another service waits for with `service_completed_successfully`).
-//! - Every `depends_on` entry names an existing service and a condition.
+//! - Every `depends_on` entry names an existing service and a condition,
+//!   and no service that always starts waits for one behind a profile (the
+//!   observability services): telemetry must never gate serving.
 //! - `api` runs at least 3 replicas, with `RATE_LIMIT_REPLICAS` equal to
 //!   that count, and trusts `X-Forwarded-For` from the network's subnet
 //!   only; `worker`, where there is one, runs at least 2.
@@ -81,8 +83,13 @@ fn dependencies(services: &BTreeMap<String, &Value>, problems: &mut Vec<String>)
             Some(Value::Mapping(deps)) => {
                 for (dep, spec) in deps {
                     let dep = dep.as_str().unwrap_or_default();
-                    if !services.contains_key(dep) {
-                        problems.push(format!("{name}: depends on `{dep}`, which is not a service"));
+                    match services.get(dep) {
+                        None => problems.push(format!("{name}: depends on `{dep}`, which is not a service")),
+                        Some(other) if optional(other) && !optional(service) => problems.push(format!(
+                            "{name}: depends on `{dep}`, which only starts with a profile; \
+                             a service that always starts must not wait for an optional one"
+                        )),
+                        Some(_) => {}
                     }
                     let condition = spec.get("condition").and_then(Value::as_str);
                     if !condition.is_some_and(|c| CONDITIONS.contains(&c)) {
@@ -98,6 +105,11 @@ fn dependencies(services: &BTreeMap<String, &Value>, problems: &mut Vec<String>)
             )),
         }
     }
+}
+
+/// Whether a service starts only with a profile.
+fn optional(service: &Value) -> bool {
+    service.get("profiles").and_then(Value::as_sequence).is_some_and(|p| !p.is_empty())
 }
 
 fn health_checks(services: &BTreeMap<String, &Value>, problems: &mut Vec<String>) {

@@ -133,6 +133,17 @@ fn every_dependency_has_a_condition() {
 }
 
 #[test]
+fn no_service_that_always_starts_waits_for_an_optional_one() {
+    // postgres behind a profile: the api (no profile) would never start without it.
+    let compose =
+        with("    image: postgres:17-alpine\n", "    image: postgres:17-alpine\n    profiles: [extra]\n");
+    fails(&compose, &["api", "`postgres`, which only starts with a profile"]);
+    // An optional service may wait for another optional one, or for the core.
+    let compose = with("  nginx:\n", "  nginx:\n    profiles: [edge]\n");
+    assert_eq!(problems(&compose), Vec::<String>::new());
+}
+
+#[test]
 fn the_api_and_the_worker_are_replicated() {
     fails(&with("replicas: 3", "replicas: 2"), &["api", "at least 3"]);
     fails(&with("      replicas: 3\n", ""), &["api", "at least 3"]);

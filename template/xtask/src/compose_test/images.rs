@@ -309,13 +309,35 @@ pub fn build(
     for text in BufReader::new(child.stdout.take().context("docker build's output")?).lines() {
         let text = text?;
         eprintln!("  {text}");
-        line(&text);
+        line(&plain(&text));
     }
     let status = child.wait()?;
     if !status.success() {
         bail!("building {tag} from {} failed ({status}); the build's output is above", dockerfile.display());
     }
     Ok(started.elapsed())
+}
+
+/// `text` without ANSI escape sequences: the builder colours the build's
+/// stderr, even inside a word (`Compiling\x1b[0m\x1b[91m api`).
+fn plain(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            // CSI: ESC [ parameters, then one final byte in @..~.
+            if chars.next() == Some('[') {
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Size of a local image, in bytes.
@@ -339,6 +361,13 @@ mod tests {
                     FROM gcr.io/distroless/cc-debian12:nonroot AS api\n";
         let found: Vec<String> = from_lines(file).into_iter().collect();
         assert_eq!(found, ["gcr.io/distroless/cc-debian12:nonroot", "rust:1.95"]);
+    }
+
+    #[test]
+    fn build_output_is_matched_without_its_colours() {
+        let line = "\x1b[0m\x1b[91m   Compiling\x1b[0m\x1b[91m api v0.1.0 (/app/api)";
+        assert_eq!(plain(line), "   Compiling api v0.1.0 (/app/api)");
+        assert_eq!(plain("Step 10/30 : RUN cargo chef cook"), "Step 10/30 : RUN cargo chef cook");
     }
 
     #[test]

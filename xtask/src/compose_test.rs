@@ -280,7 +280,7 @@ fn end_to_end(
     ensure!(load.failed == 0, "{} of {} GETs failed while a replica was killed", load.failed, load.sent);
     project.up(&["--scale", "api=4"])?;
 
-    postgres_restart(&project, &client, report)?;
+    postgres_restart(&project, &client, &item, report)?;
 
     project.run(&["stop"])?;
     // @template if worker
@@ -312,8 +312,14 @@ fn end_to_end(
 }
 
 /// `docker compose restart postgres` while jobs are submitted: readiness
-/// comes back by itself and every accepted job finishes.
-fn postgres_restart(project: &Project, client: &checks::Client, report: &mut Report) -> anyhow::Result<()> {
+/// comes back by itself, reads through NGINX work again, and every accepted
+/// job finishes.
+fn postgres_restart(
+    project: &Project,
+    client: &checks::Client,
+    item: &str,
+    report: &mut Report,
+) -> anyhow::Result<()> {
     // @template if worker
     let mut jobs = checks::Submissions::default();
     for _ in 0..5 {
@@ -335,6 +341,8 @@ fn postgres_restart(project: &Project, client: &checks::Client, report: &mut Rep
         "docker compose restart postgres: every api replica ready {:.1} s after the restart returned",
         ready.as_secs_f64()
     ));
+    let read = client.send("GET", item, &[], None)?;
+    ensure!(read.status == 200, "after the Postgres restart, GET {item} answered {}", read.status);
     // @template if worker
     checks::finished(client, &jobs.accepted, Duration::from_secs(90))?;
     report.note(format!(

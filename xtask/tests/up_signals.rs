@@ -32,7 +32,13 @@ fn wait(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
 /// process only, and checks that it exits 0 and every port closes.
 fn stops_everything_on(signal: &str) {
     let (public, replica) = (free_port(), free_port());
-    let mut ports = vec![public, replica];
+    // @template if worker
+    let worker = free_port();
+    let ports = [public, replica, worker];
+    // @template endif
+    // @template if not worker
+    // let ports = [public, replica];
+    // @template endif
     let base = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     let database = format!(
@@ -54,9 +60,7 @@ fn stops_everything_on(signal: &str) {
         // must not keep the test's output open.
         .stderr(std::fs::File::create(&log).expect("the log file"));
     // @template if worker
-    let worker = free_port();
     command.args(["--worker-port", &worker.to_string()]);
-    ports.push(worker);
     // @template endif
     if built {
         command.arg("--no-build");

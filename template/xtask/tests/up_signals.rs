@@ -32,8 +32,10 @@ fn wait(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
 /// process only, and checks that it exits 0 and every port closes.
 fn stops_everything_on(signal: &str) {
     let (public, replica) = (free_port(), free_port());
-    let mut ports = vec![public, replica];
-    let base = std::env::var("DATABASE_URL")
+{% if worker %}    let worker = free_port();
+    let ports = [public, replica, worker];
+{% endif %}{% unless worker %}    let ports = [public, replica];
+{% endunless %}    let base = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     let database = format!(
         "{}/xtask_up_{}",
@@ -53,9 +55,7 @@ fn stops_everything_on(signal: &str) {
         // A file, not the harness's pipe: children orphaned by a regression
         // must not keep the test's output open.
         .stderr(std::fs::File::create(&log).expect("the log file"));
-{% if worker %}    let worker = free_port();
-    command.args(["--worker-port", &worker.to_string()]);
-    ports.push(worker);
+{% if worker %}    command.args(["--worker-port", &worker.to_string()]);
 {% endif %}    if built {
         command.arg("--no-build");
     }

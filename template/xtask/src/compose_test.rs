@@ -103,7 +103,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         report.note("the engine was started for this run, and is stopped at its end".to_owned());
     }
 
-    let mut phase = Instant::now();
+    let mut phase = started;
     let mut lap = |what: &str, report: &mut Report| {
         report.phases.push(format!("{what}: {:.0} s", phase.elapsed().as_secs_f64()));
         phase = Instant::now();

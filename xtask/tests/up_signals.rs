@@ -41,14 +41,14 @@ fn stops_everything_on(signal: &str) {
     // @template endif
     let base = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let database = format!(
-        "{}/xtask_up_{}",
-        base.rsplit_once('/').map_or(base.as_str(), |(b, _)| b),
-        signal.to_lowercase()
-    );
+    // A database of this run's own, which `xtask up` creates and migrates:
+    // one left by another project (another variant's migrations) would make
+    // the migrations refuse to run.
+    let name = format!("xtask_up_{}_{}", signal.to_lowercase(), std::process::id());
+    let database = format!("{}/{name}", base.rsplit_once('/').map_or(base.as_str(), |(b, _)| b));
     let xtask = PathBuf::from(env!("CARGO_BIN_EXE_xtask"));
     let built = xtask.with_file_name("api").exists();
-    let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("xtask-up-{signal}.log"));
+    let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}.log"));
     let mut command = Command::new(&xtask);
     command
         .args(["up", "--replicas", "1"])
@@ -90,6 +90,13 @@ fn stops_everything_on(signal: &str) {
     assert!(status.success(), "xtask up exited with {status} after SIG{signal}; its log: {}", log.display());
     // The children are gone, not orphaned: their ports are free again.
     wait("every port free again", Duration::from_secs(10), || ports.iter().all(|p| !listening(*p)));
+    // Dropped where a Postgres client is at hand; else it stays, named by run.
+    let _ = Command::new("psql")
+        .arg(&base)
+        .args(["-q", "-c", &format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
 }
 
 // Both signals in one test: `xtask up` keeps NGINX's prefix in one place

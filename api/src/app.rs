@@ -21,7 +21,7 @@ use tokio::sync::Notify;
 // @template endif
 
 // @template if redis
-use crate::cache::ItemCache;
+use crate::items::cache::ItemCache;
 // @template endif
 use crate::config::Config;
 use crate::http::access::Access;
@@ -36,7 +36,7 @@ use crate::ratelimit::Limiter;
 use crate::redis::Redis;
 // @template endif
 use crate::routes;
-use crate::state::{AppState, Lifecycle};
+use crate::state::AppState;
 use crate::telemetry::metrics::Metrics;
 
 /// How long closing the pool may take once the server has stopped.
@@ -106,9 +106,9 @@ impl App {
             // @template endif
             access,
             metrics,
-            lifecycle: Lifecycle::default(),
+            lifecycle: service::Lifecycle::default(),
         };
-        let router = routes::router(state.clone(), &config);
+        let router = routes::router(state.clone(), &config.http, &config.deprecations);
         let listener =
             TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
         Ok(Self {
@@ -189,33 +189,5 @@ impl App {
         }
         tracing::info!("stopped");
         Ok(())
-    }
-}
-
-/// Completes on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(err) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %telemetry::chain(&err), "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(err) => {
-                tracing::error!(error = %telemetry::chain(&err), "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
     }
 }

@@ -3,6 +3,9 @@
 //! Every API version shares this module; versions differ only in how they
 //! represent an item on the wire (`routes/v1/items.rs`, `routes/v2/items.rs`).
 
+// @template if redis
+pub mod cache;
+// @template endif
 pub mod store;
 
 // @template if redis
@@ -14,7 +17,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 // @template if redis
-use crate::cache::ItemCache;
+use cache::ItemCache;
 // @template endif
 use crate::error::ApiError;
 

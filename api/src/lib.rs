@@ -2,9 +2,6 @@
 //! line and calls into here, and the tests build the same [`App`].
 
 pub mod app;
-// @template if redis
-pub mod cache;
-// @template endif
 pub mod config;
 pub mod db;
 pub mod error;

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 pub use gcra::LocalLimiter;
 
-use crate::telemetry::metrics::{LimitLabels, Metrics};
+use crate::telemetry::metrics::{BackendLabels, LimitLabels, Metrics};
 
 /// `quota` requests per `window`, sustained, with bursts of up to `burst`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -289,7 +289,10 @@ impl Limiter {
             self.metrics.rate_limit_decisions.get_or_create(&labels).inc();
         }
         if self.last_backend.swap(backend as u8, Ordering::Relaxed) != backend as u8 {
-            self.metrics.set_rate_limit_backend(backend);
+            for other in [Backend::Redis, Backend::Local] {
+                let labels = BackendLabels { backend: other.as_str() };
+                self.metrics.rate_limit_backend.get_or_create(&labels).set(i64::from(other == backend));
+            }
         }
         verdict
     }

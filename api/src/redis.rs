@@ -23,7 +23,6 @@ use telemetry::spans::Traced as _;
 
 pub use breaker::Breaker;
 
-use crate::config::RedisConfig;
 use crate::telemetry::metrics::Metrics;
 
 /// A replica's Redis: connection, timeout, breaker and key prefix.
@@ -66,6 +65,17 @@ impl std::error::Error for Unavailable {
             _ => None,
         }
     }
+}
+
+/// How to reach Redis.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// It may carry a password, so it never prints.
+    pub url: secrecy::SecretString,
+    /// Per-call time limit.
+    pub timeout: Duration,
+    /// Prefix of every key.
+    pub key_prefix: String,
 }
 
 impl Redis {

@@ -19,7 +19,7 @@ use axum::routing::get;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::config::Config;
+use crate::http::HttpConfig;
 use crate::error::{ApiError, ErrorCode, PROBLEM_JSON};
 use crate::http::access::{self, Access};
 use crate::state::AppState;
@@ -116,9 +116,9 @@ fn secured(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
 
 /// The complete router: API routes, `/openapi.json`, the interactive docs
 /// and the middleware stack.
-pub fn router(state: AppState, config: &Config) -> Router {
+pub fn router(state: AppState, http: &HttpConfig, deprecations: &Deprecations) -> Router {
     let metrics = state.metrics.clone();
-    let (routes, openapi) = api_routes(&config.deprecations, Some(&state.access)).split_for_parts();
+    let (routes, openapi) = api_routes(deprecations, Some(&state.access)).split_for_parts();
     // Serialised once: the document cannot change while the process runs.
     let document = Bytes::from(serde_json::to_vec(&titled(openapi)).expect("the document serialises"));
     let routes = routes.route(
@@ -128,7 +128,7 @@ pub fn router(state: AppState, config: &Config) -> Router {
     // @template if docs
     let routes = routes.merge(docs());
     // @template endif
-    crate::http::apply(routes.fallback(route_not_found).with_state(state), metrics, config)
+    crate::http::apply(routes.fallback(route_not_found).with_state(state), metrics, http)
 }
 
 // @template if docs

@@ -15,7 +15,6 @@
 //! | `OTEL_TRACES_EXPORTER=none`, `OTEL_SDK_DISABLED=true` | No export; disabled also drops the span layer entirely. |
 
 pub mod export;
-pub mod health;
 pub mod logs;
 pub mod metrics;
 pub mod propagation;

@@ -18,5 +18,5 @@ pub mod telemetry;
 
 mod app;
 
-pub use app::{Worker, shutdown_signal};
+pub use app::Worker;
 pub use config::{Cli, Command, Config};

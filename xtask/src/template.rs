@@ -74,7 +74,8 @@ pub const OPTIONS: &[Opt] = &[
         name: "redis",
         prompt: "Use Redis for the response cache and rate limits shared by all replicas?",
         ignore_when_off: &[
-            "api/src/cache.rs",
+            "api/src/items/cache.rs",
+            "api/src/config/redis.rs",
             "api/src/redis.rs",
             "api/src/redis",
             "api/src/ratelimit/distributed.rs",
@@ -96,6 +97,7 @@ pub const OPTIONS: &[Opt] = &[
         ignore_when_off: &[
             "jobs",
             "worker",
+            "api/src/config/relay.rs",
             "api/migrations/20261128000003_jobs.sql",
             "api/migrations/20261128000004_job_trace.sql",
             "api/src/jobs.rs",

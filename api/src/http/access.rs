@@ -31,6 +31,20 @@ use crate::error::{ApiError, ErrorCode};
 use crate::keys::{self, ApiKey, KeyRing, Lookup};
 use crate::ratelimit::{Limiter, Policies, Verdict, headers};
 
+/// Access settings: policies, proxies, key refresh, public caching.
+#[derive(Debug, Clone)]
+pub struct AccessConfig {
+    pub policies: Policies,
+    /// Replicas sharing the traffic (sizes the per-replica fallback).
+    pub replicas: u32,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// `max-age` for anonymous reads.
+    pub public_max_age: Duration,
+    /// How often the key ring reloads.
+    pub key_refresh: Duration,
+}
+
 /// Everything the guard needs; one per app.
 pub struct Access {
     /// Active API keys.

@@ -15,7 +15,9 @@ use utoipa_axum::routes;
 use crate::db;
 use crate::error::{ErrorCode, Problem};
 use crate::http::extract::Json;
-use crate::state::{AppState, Lifecycle};
+use service::Lifecycle;
+
+use crate::state::AppState;
 use crate::telemetry::metrics::Metrics;
 use telemetry::metrics::Format;
 

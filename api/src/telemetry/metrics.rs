@@ -266,15 +266,6 @@ impl Metrics {
     }
     // @template endif
 
-    /// Marks `backend` as the limiter in use.
-    pub fn set_rate_limit_backend(&self, backend: crate::ratelimit::Backend) {
-        use crate::ratelimit::Backend;
-        for other in [Backend::Redis, Backend::Local] {
-            let value = i64::from(other == backend);
-            self.rate_limit_backend.get_or_create(&BackendLabels { backend: other.as_str() }).set(value);
-        }
-    }
-
     /// Every metric, in the exposition `format`.
     pub fn render(&self, format: Format) -> String {
         telemetry::metrics::render(&self.registry, format)

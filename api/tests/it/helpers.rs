@@ -91,26 +91,26 @@ async fn spawn(
         None => None,
     };
     let mut settings = Settings::defaults();
-    settings.host = "127.0.0.1".into();
-    settings.port = "0".into();
-    settings.database_url = match &proxy {
+    settings.server.host = "127.0.0.1".into();
+    settings.server.port.port = "0".into();
+    settings.database.database_url = match &proxy {
         Some(proxy) => database.url_via("127.0.0.1", proxy.addr().port()),
         None => database.url(),
     };
-    settings.db_min_connections = "0".into();
-    settings.shutdown_grace = "5s".into();
-    settings.rate_limit_key = UNLIMITED.into();
-    settings.rate_limit_ip = UNLIMITED.into();
-    settings.rate_limit_writes = UNLIMITED.into();
+    settings.database.db_min_connections = "0".into();
+    settings.server.shutdown_grace = "5s".into();
+    settings.access.rate_limit_key = UNLIMITED.into();
+    settings.access.rate_limit_ip = UNLIMITED.into();
+    settings.access.rate_limit_writes = UNLIMITED.into();
     // @template if redis
-    settings.redis_url = testkit::services::redis_url().expect("a Redis for the tests");
+    settings.redis.redis_url = testkit::services::redis_url().expect("a Redis for the tests");
     // Each test database is unique, and so is this app's corner of Redis.
-    settings.redis_key_prefix = options.get_database().expect("a database name").to_owned();
+    settings.redis.redis_key_prefix = options.get_database().expect("a database name").to_owned();
     // @template endif
     // @template if worker
     // No relay: these tests are about HTTP; the worker's tests run the
     // whole path through RabbitMQ.
-    settings.amqp_url = String::new();
+    settings.relay.amqp_url = String::new();
     // @template endif
     let direct = PgPool::connect_with(database.options()).await.expect("a direct pool");
     let (_, key) = api::keys::create(&direct, "tests", api::keys::DEFAULT_SCOPES, None).await.expect("a key");

@@ -85,18 +85,18 @@ impl Stack {
             api::keys::create(&db, "ledger", api::keys::DEFAULT_SCOPES, None).await.expect("a key");
 
         let mut settings = Settings::defaults();
-        settings.host = "127.0.0.1".into();
-        settings.port = "0".into();
-        settings.database_url.clone_from(&endpoints.database_url);
-        settings.amqp_url.clone_from(&endpoints.amqp_url);
-        settings.amqp_queue_prefix.clone_from(&prefix);
-        settings.outbox_poll = "100ms".into();
-        settings.outbox_confirm_timeout = "2s".into();
-        settings.db_acquire_timeout = "1s".into();
-        settings.rate_limit_key = "off".into();
-        settings.rate_limit_writes = "off".into();
+        settings.server.host = "127.0.0.1".into();
+        settings.server.port.port = "0".into();
+        settings.database.database_url.clone_from(&endpoints.database_url);
+        settings.relay.amqp_url.clone_from(&endpoints.amqp_url);
+        settings.relay.amqp_queue_prefix.clone_from(&prefix);
+        settings.relay.outbox_poll = "100ms".into();
+        settings.relay.outbox_confirm_timeout = "2s".into();
+        settings.database.db_acquire_timeout = "1s".into();
+        settings.access.rate_limit_key = "off".into();
+        settings.access.rate_limit_writes = "off".into();
         // @template if redis
-        settings.redis_url = String::new();
+        settings.redis.redis_url = String::new();
         // @template endif
         let mut config = settings.validate().expect("valid api settings");
         configure(&mut config);
@@ -139,12 +139,12 @@ impl Stack {
     pub fn worker_cli(&self) -> worker::Cli {
         let mut cli = worker::Cli::defaults();
         cli.host = "127.0.0.1".into();
-        cli.port = "0".into();
-        cli.database_url.clone_from(&self.endpoints.database_url);
+        cli.port.port = "0".into();
+        cli.database.database_url.clone_from(&self.endpoints.database_url);
         cli.amqp_url.clone_from(&self.endpoints.amqp_url);
         cli.amqp_queue_prefix.clone_from(&self.prefix);
         cli.worker_concurrency = "8".into();
-        cli.db_max_connections = "12".into();
+        cli.database.db_max_connections = "12".into();
         cli.job_retry_delays = RETRY_DELAYS.into();
         cli.shutdown_grace = "10s".into();
         cli
@@ -174,17 +174,17 @@ impl Stack {
     /// Starts the `worker` binary as a child process.
     pub async fn worker_process(&self, tweak: impl FnOnce(&mut worker::Cli)) -> WorkerProcess {
         let mut cli = self.worker_cli();
-        cli.port = free_port().to_string();
+        cli.port.port = free_port().to_string();
         tweak(&mut cli);
         let child = Command::new(env!("CARGO_BIN_EXE_worker"))
             .env_clear()
             .env("HOST", &cli.host)
-            .env("PORT", &cli.port)
-            .env("DATABASE_URL", &cli.database_url)
+            .env("PORT", &cli.port.port)
+            .env("DATABASE_URL", &cli.database.database_url)
             .env("AMQP_URL", &cli.amqp_url)
             .env("AMQP_QUEUE_PREFIX", &cli.amqp_queue_prefix)
             .env("WORKER_CONCURRENCY", &cli.worker_concurrency)
-            .env("DB_MAX_CONNECTIONS", &cli.db_max_connections)
+            .env("DB_MAX_CONNECTIONS", &cli.database.db_max_connections)
             .env("JOB_RETRY_DELAYS", &cli.job_retry_delays)
             .env("SHUTDOWN_GRACE", &cli.shutdown_grace)
             .env("RUST_LOG", "info")
@@ -193,7 +193,7 @@ impl Stack {
             .kill_on_drop(true)
             .spawn()
             .expect("starting the worker binary");
-        let addr: SocketAddr = format!("127.0.0.1:{}", cli.port).parse().expect("an address");
+        let addr: SocketAddr = format!("127.0.0.1:{}", cli.port.port).parse().expect("an address");
         let mut process = WorkerProcess { addr, child, logs: Arc::new(Mutex::new(String::new())) };
         process.collect_logs();
         wait_ready(addr).await;

@@ -1,4 +1,4 @@
-//! The container healthcheck: `api healthcheck` and `worker healthcheck`
+//! The `healthcheck` subcommand: `api healthcheck` and `worker healthcheck`
 //! ask their own process's `GET /healthz` over loopback, so a distroless
 //! image (no shell, no curl) can still declare a `HEALTHCHECK`.
 

@@ -33,7 +33,7 @@ use tokio::sync::OnceCell;
 use uuid::Uuid;
 
 use crate::error::{ApiError, ErrorCode, classify_db_error};
-use crate::items::{Item, store};
+use super::{Item, store};
 use crate::redis::Redis;
 use crate::telemetry::metrics::{CacheLabels, Metrics};
 

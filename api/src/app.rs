@@ -27,17 +27,17 @@ use crate::config::Config;
 use crate::http::access::Access;
 use crate::items::Items;
 // @template if worker
-use crate::jobs::Jobs;
-use crate::jobs::relay::Relay;
+use crate::offload::Jobs;
+use crate::offload::relay::Relay;
 // @template endif
-use crate::keys::KeyRing;
+use crate::api_keys::KeyRing;
 use crate::ratelimit::Limiter;
 // @template if redis
-use crate::redis::Redis;
+use crate::redis_client::Redis;
 // @template endif
+use crate::observability::metrics::Metrics;
 use crate::routes;
 use crate::state::AppState;
-use crate::telemetry::metrics::Metrics;
 
 /// How long closing the pool may take once the server has stopped.
 const POOL_CLOSE_TIMEOUT: Duration = Duration::from_secs(2);

@@ -12,6 +12,7 @@
 pub mod access;
 pub mod conditional;
 pub mod extract;
+pub mod pagination;
 
 use std::any::Any;
 use std::sync::Arc;
@@ -34,7 +35,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::error::{ErrorCode, PROBLEM_JSON, PoolTimedOut, Problem};
-use crate::telemetry::metrics::{HttpLabels, Metrics};
+use crate::observability::metrics::{HttpLabels, Metrics};
 
 /// The request id header, accepted from clients (and NGINX) or generated.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

@@ -1,23 +1,24 @@
 //! The API service as a library: `main.rs` only parses the command
 //! line and calls into here, and the tests build the same [`App`].
 
+pub mod api_keys;
 pub mod app;
 pub mod config;
 pub mod db;
 pub mod error;
 pub mod http;
 pub mod items;
+pub mod observability;
 // @template if worker
-pub mod jobs;
+pub mod offload;
 // @template endif
-pub mod keys;
 pub mod ratelimit;
 // @template if redis
-pub mod redis;
+pub mod redis_client;
 // @template endif
+pub mod resource;
 pub mod routes;
 pub mod state;
-pub mod telemetry;
 pub mod versioning;
 
 pub use app::App;

@@ -39,7 +39,7 @@ async fn main() -> ExitCode {
             let (database, format) = (database.validate(&mut p), log_format(&log, &mut p));
             // Bad key options are refused before anything connects, like bad settings.
             if let KeysCommand::Create { name, scopes, rate } = &command
-                && let Err(err) = api::keys::validate_new(name, scopes, rate.as_deref())
+                && let Err(err) = api::api_keys::validate_new(name, scopes, rate.as_deref())
             {
                 p.check(false, || format!("invalid key: {err}"));
             }
@@ -69,7 +69,7 @@ async fn run(
     to_stderr: bool,
     command: impl Future<Output = anyhow::Result<()>>,
 ) -> ExitCode {
-    let telemetry = match api::telemetry::init(format, to_stderr) {
+    let telemetry = match api::observability::init(format, to_stderr) {
         Ok(telemetry) => telemetry,
         Err(err) => {
             eprintln!("api: {err:#}");
@@ -99,12 +99,12 @@ async fn serve(config: api::Config) -> anyhow::Result<()> {
 /// `api keys …`: the key goes to stdout (and only there), the rest to stderr,
 /// so `KEY=$(api keys create --name ci)` captures just the key.
 async fn keys(database: service::database::DatabaseConfig, command: KeysCommand) -> anyhow::Result<()> {
-    use api::keys::{self, store};
+    use api::api_keys::{self, store};
 
     let db = api::db::pool(&database)?;
     match command {
         KeysCommand::Create { name, scopes, rate } => {
-            let (key, plain) = keys::create(&db, &name, &scopes, rate.as_deref()).await?;
+            let (key, plain) = api_keys::create(&db, &name, &scopes, rate.as_deref()).await?;
             let rate = key.rate.map_or_else(|| "the RATE_LIMIT_KEY default".to_owned(), |r| r.to_string());
             eprintln!(
                 "Created API key {} ({:?}) with scopes {} and rate {rate}. It is shown once; store it now:",

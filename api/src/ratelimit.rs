@@ -26,7 +26,7 @@ use std::time::Duration;
 
 pub use gcra::LocalLimiter;
 
-use crate::telemetry::metrics::{BackendLabels, LimitLabels, Metrics};
+use crate::observability::metrics::{BackendLabels, LimitLabels, Metrics};
 
 /// `quota` requests per `window`, sustained, with bursts of up to `burst`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -248,7 +248,7 @@ impl Limiter {
 
     // @template if redis
     /// A limiter shared through `redis`, falling back to the local one.
-    pub fn shared(redis: Arc<crate::redis::Redis>, replicas: u32, metrics: Arc<Metrics>) -> Self {
+    pub fn shared(redis: Arc<crate::redis_client::Redis>, replicas: u32, metrics: Arc<Metrics>) -> Self {
         Self { shared: Some(distributed::SharedLimiter::new(redis)), ..Self::local(replicas, metrics) }
     }
     // @template endif

@@ -5,7 +5,6 @@
 //! router, not a second list to keep in sync.
 
 pub mod health;
-pub mod items;
 pub mod v1;
 pub mod v2;
 
@@ -19,8 +18,8 @@ use axum::routing::get;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::http::HttpConfig;
 use crate::error::{ApiError, ErrorCode, PROBLEM_JSON};
+use crate::http::HttpConfig;
 use crate::http::access::{self, Access};
 use crate::state::AppState;
 use crate::versioning::{Deprecations, announce_deprecation};

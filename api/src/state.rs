@@ -11,9 +11,9 @@ use sqlx::PgPool;
 use crate::http::access::Access;
 use crate::items::Items;
 // @template if worker
-use crate::jobs::Jobs;
+use crate::offload::Jobs;
 // @template endif
-use crate::telemetry::metrics::Metrics;
+use crate::observability::metrics::Metrics;
 
 /// Shared state of one app instance.
 #[derive(Clone, FromRef)]

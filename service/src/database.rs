@@ -71,7 +71,12 @@ impl DatabaseSettings {
     /// The validated settings, or `None` with every problem in `p`.
     pub fn validate(&self, p: &mut Problems) -> Option<DatabaseConfig> {
         let url = p.parse_secret("DATABASE_URL", &self.database_url, |raw| {
-            PgConnectOptions::from_str(raw).map(|_| SecretString::from(raw.to_owned()))
+            if !(raw.starts_with("postgres://") || raw.starts_with("postgresql://")) {
+                return Err("expected a postgres:// URL".to_owned());
+            }
+            PgConnectOptions::from_str(raw)
+                .map(|_| SecretString::from(raw.to_owned()))
+                .map_err(|e| e.to_string())
         });
         let max_connections = p.parse("DB_MAX_CONNECTIONS", &self.db_max_connections, at_least(1u32));
         let min_connections = p.parse("DB_MIN_CONNECTIONS", &self.db_min_connections, u32::from_str);
@@ -107,8 +112,8 @@ pub fn connect_options(config: &DatabaseConfig, application: &str) -> anyhow::Re
 /// The pool, following the rules above.
 pub fn pool(config: &DatabaseConfig, application: &str) -> anyhow::Result<PgPool> {
     let statement_timeout = format!("{}ms", config.statement_timeout.as_millis());
-    let options = connect_options(config, application)?
-        .options([("statement_timeout", statement_timeout.as_str())]);
+    let options =
+        connect_options(config, application)?.options([("statement_timeout", statement_timeout.as_str())]);
     Ok(PgPoolOptions::new()
         .max_connections(config.max_connections)
         .min_connections(config.min_connections)

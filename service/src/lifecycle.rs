@@ -18,6 +18,7 @@ impl Lifecycle {
         self.draining.store(true, Ordering::Release);
     }
 
+    /// Whether shutdown has begun.
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
     }

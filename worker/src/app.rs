@@ -3,10 +3,11 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use anyhow::Context;
+use service::Lifecycle;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -49,12 +50,12 @@ impl Worker {
     ) -> anyhow::Result<()> {
         let Self { listener, config, db, metrics } = self;
         let consuming = Arc::new(AtomicBool::new(false));
-        let draining = Arc::new(AtomicBool::new(false));
+        let lifecycle = Lifecycle::default();
         let health = Health {
             db: db.clone(),
             metrics: metrics.clone(),
             consuming: consuming.clone(),
-            draining: draining.clone(),
+            lifecycle: lifecycle.clone(),
         };
         let (stop_http, http_stopped) = watch::channel(false);
         let server = axum::serve(listener, http::router(health)).with_graceful_shutdown(async move {
@@ -66,10 +67,10 @@ impl Worker {
 
         let gauges = tokio::spawn(crate::gauges::watch(config.clone(), db.clone(), metrics.clone()));
         let (stop, stopped) = watch::channel(false);
-        let runner = Arc::new(Runner::new(config, db.clone(), metrics, consuming, draining.clone()));
+        let runner = Arc::new(Runner::new(config, db.clone(), metrics, consuming, lifecycle.clone()));
         let consumer = tokio::spawn(runner.supervise(stopped));
         shutdown.await;
-        draining.store(true, Ordering::Release);
+        lifecycle.start_draining();
         tracing::info!("shutdown requested: readiness is now 503");
         let _ = stop.send(true);
         consumer.await.context("the consumer task failed")?;

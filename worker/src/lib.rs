@@ -13,8 +13,8 @@ mod gauges;
 pub mod http;
 pub mod kinds;
 pub mod metrics;
+pub mod observability;
 pub mod store;
-pub mod telemetry;
 
 mod app;
 

@@ -27,7 +27,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let telemetry = match worker::telemetry::init(config.log_format) {
+    let telemetry = match worker::observability::init(config.log_format) {
         Ok(telemetry) => telemetry,
         Err(err) => {
             eprintln!("worker: {err:#}");

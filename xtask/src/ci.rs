@@ -1,27 +1,11 @@
 //! `cargo xtask ci`: formatting, lints and every test, against the real
 //! services. `.ci/run` starts the services, then runs this.
 
-mod containers;
-mod k8s;
-pub mod nginx;
-mod observability;
-
-use std::path::Path;
-use std::process::Command;
-
 use anyhow::bail;
 
+use crate::checks::{lint_infra, lint_layers, lint_observability, lint_workflows};
 use crate::cmd;
-use crate::tools::{self, Source, Tool};
-
-pub use observability::lint_observability;
-
-/// The static checks of `infra/` (nginx, images, Compose, Kubernetes).
-pub fn lint_infra(root: &Path) -> anyhow::Result<()> {
-    nginx::lint_nginx(root)?;
-    containers::lint_containers(root)?;
-    k8s::lint_k8s(root)
-}
+use crate::tools;
 
 /// Options of `ci`.
 #[derive(clap::Args)]
@@ -71,6 +55,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     // @template endif
     if !args.tests_only {
         lint_workflows(&cmd::root())?;
+        lint_layers(&cmd::root(), false)?;
         lint_observability(&cmd::root())?;
         lint_infra(&cmd::root())?;
         cmd::run(cmd::cargo().args(["fmt", "--all", "--check"]))?;
@@ -89,7 +74,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     }
     // The metrics tests run `promtool check metrics` on every scrape; the
     // end-to-end tests run the edge in front of the replicas.
-    tools::ensure(&[tools::PROMTOOL, nginx::NGINX])?;
+    tools::ensure(&[tools::PROMTOOL, crate::checks::nginx::NGINX])?;
     // The same selection as clippy, so nothing is rebuilt for other features.
     let mut tests = cmd::cargo();
     if tools::found("cargo-nextest") {
@@ -119,46 +104,11 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     cmd::run(cmd::cargo().args(["xtask", "template", "--check"]))?;
     cmd::run(
         cmd::cargo()
-            .args(["xtask", "generated"])
+            .args(["xtask", "test-generator"])
             .env("DATABASE_URL", &database_url)
             .env("REDIS_URL", &redis_url)
             .env("AMQP_URL", &amqp_url),
     )?;
     // @template endif
     Ok(())
-}
-
-/// The `KEY=value` lines of an env file (`.env.example`, kustomize's env
-/// files): no quotes, no comments after values, an optional `export `.
-pub(crate) fn env_pairs(text: &str) -> Vec<(String, String)> {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .filter_map(|l| l.strip_prefix("export ").unwrap_or(l).split_once('='))
-        .map(|(k, v)| (k.trim().to_owned(), v.to_owned()))
-        .collect()
-}
-
-/// check-jsonschema, for the workflow, Compose and KEDA schemas.
-pub(crate) const SCHEMA_CHECKER: Tool =
-    Tool { binary: "check-jsonschema", source: Source::Pip("check-jsonschema") };
-
-/// Every GitHub workflow under `dir` passes actionlint and the workflow schema.
-pub fn lint_workflows(dir: &Path) -> anyhow::Result<()> {
-    let Ok(entries) = std::fs::read_dir(dir.join(".github/workflows")) else { return Ok(()) };
-    let workflows: Vec<_> = entries
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yml" || e == "yaml"))
-        .collect();
-    if workflows.is_empty() {
-        return Ok(());
-    }
-    tools::ensure(&[SCHEMA_CHECKER])?;
-    cmd::run(tools::actionlint()?.args(&workflows))?;
-    cmd::run(
-        Command::new("check-jsonschema")
-            .args(["--builtin-schema", "vendor.github-workflows"])
-            .args(&workflows),
-    )
 }

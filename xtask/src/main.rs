@@ -12,13 +12,12 @@
 //! - `bench`: the api against bare axum, as ratios from one run.
 
 mod bench;
+mod checks;
 mod ci;
 mod cmd;
 mod compose_test;
 // @template if repo
-mod generated;
-mod new;
-mod template;
+mod generator;
 // @template endif
 mod http;
 mod tools;
@@ -47,15 +46,21 @@ enum Command {
     LintObservability,
     /// Check infra/ only: nginx, the Dockerfiles, Compose and the Kubernetes manifests, as `ci` does.
     LintInfra,
+    /// Prove that the modules of api/src and worker/src depend on each other without a cycle.
+    LintLayers {
+        /// Print each crate's module graph as well.
+        #[arg(long)]
+        print: bool,
+    },
     /// Measure the api against bare axum (wrk, release builds, one run).
     Bench(bench::Args),
     // @template if repo
     /// Render the root into template/ (or, with --check, fail if it is stale).
-    Template(template::Args),
+    Template(generator::template::Args),
     /// Generate a project from template/.
-    New(new::Args),
+    New(generator::new::Args),
     /// Test the generator: generate the option matrix and run each project's CI.
-    Generated(generated::Args),
+    TestGenerator(generator::matrix::Args),
     // @template endif
 }
 
@@ -64,14 +69,15 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Up(args) => up::run(&args),
         Command::Ci(args) => ci::run(&args),
-        Command::LintObservability => ci::lint_observability(&cmd::root()),
+        Command::LintObservability => checks::lint_observability(&cmd::root()),
         Command::ComposeTest(args) => compose_test::run(&args),
-        Command::LintInfra => ci::lint_infra(&cmd::root()),
+        Command::LintInfra => checks::lint_infra(&cmd::root()),
+        Command::LintLayers { print } => checks::lint_layers(&cmd::root(), print),
         Command::Bench(args) => bench::run(&args),
         // @template if repo
-        Command::Template(args) => template::run(&args),
-        Command::New(args) => new::run(&args),
-        Command::Generated(args) => generated::run(&args),
+        Command::Template(args) => generator::template::run(&args),
+        Command::New(args) => generator::new::run(&args),
+        Command::TestGenerator(args) => generator::matrix::run(&args),
         // @template endif
     };
     match result {

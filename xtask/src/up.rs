@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use crate::ci::nginx::{NGINX, edge_config};
+use crate::checks::nginx::NGINX;
 use crate::{cmd, tools};
 
 /// Options of `up`.

@@ -63,7 +63,7 @@ pub enum KeysCommand {
         #[arg(long)]
         name: String,
         /// Scopes, comma separated.
-        #[arg(long, default_value = crate::keys::DEFAULT_SCOPES)]
+        #[arg(long, default_value = crate::api_keys::DEFAULT_SCOPES)]
         scopes: String,
         /// The key's own rate for the `key` policy (QUOTA/WINDOW[;burst=N]);
         /// without it, RATE_LIMIT_KEY applies.

@@ -9,7 +9,7 @@ use service::settings::duration;
 use service::{Problems, defaults};
 
 use crate::ratelimit::Policies;
-use crate::redis::RedisConfig;
+use crate::redis_client::RedisConfig;
 
 /// Redis settings as text.
 #[derive(Debug, Clone, Args)]

@@ -6,7 +6,7 @@ use secrecy::SecretString;
 use service::settings::positive_duration;
 use service::{Problems, defaults};
 
-use crate::jobs::relay::RelayConfig;
+use crate::offload::relay::RelayConfig;
 
 /// Relay settings as text.
 #[derive(Debug, Clone, Args)]
@@ -48,7 +48,8 @@ impl RelaySettings {
             Ok(_) => Err("must be between 1 and 10000".to_owned()),
             Err(err) => Err(err.to_string()),
         });
-        let confirm_timeout = p.parse("OUTBOX_CONFIRM_TIMEOUT", &self.outbox_confirm_timeout, positive_duration);
+        let confirm_timeout =
+            p.parse("OUTBOX_CONFIRM_TIMEOUT", &self.outbox_confirm_timeout, positive_duration);
         let prefix = self.amqp_queue_prefix.trim();
         p.check(!prefix.is_empty(), || "AMQP_QUEUE_PREFIX must not be empty".to_owned());
         let (poll, batch, confirm_timeout) = (poll?, batch?, confirm_timeout?);

@@ -32,10 +32,10 @@ use redis::Script;
 use tokio::sync::OnceCell;
 use uuid::Uuid;
 
-use crate::error::{ApiError, ErrorCode, classify_db_error};
-use super::{Item, store};
-use crate::redis::Redis;
-use crate::telemetry::metrics::{CacheLabels, Metrics};
+use super::{Item, ItemError, store};
+use crate::error::{ErrorCode, classify_db_error};
+use crate::observability::metrics::{CacheLabels, Metrics};
+use crate::redis_client::Redis;
 
 /// Stores `{v: version, d: payload}` unless the stored version is newer; an
 /// empty payload stores a tombstone (`v` only). Returns 1 when stored.
@@ -76,7 +76,7 @@ pub struct ItemCache {
 }
 
 /// What a lookup found.
-enum Lookup {
+enum Cached {
     Hit(Item),
     /// Nothing usable; `floor` is the version of a tombstone, if one was
     /// there: a write that committed before this lookup.
@@ -117,19 +117,19 @@ impl ItemCache {
     }
 
     /// An item, from the cache when it is there.
-    pub async fn get(&self, db: &Db, id: Uuid) -> Result<Option<Item>, ApiError> {
+    pub async fn get(&self, db: &Db, id: Uuid) -> Result<Option<Item>, ItemError> {
         // An invalidation Redis has not taken yet: the entry may be stale.
-        let lookup = if self.is_pending(id) { Lookup::Unavailable } else { self.lookup(id).await };
+        let lookup = if self.is_pending(id) { Cached::Unavailable } else { self.lookup(id).await };
         let floor = match lookup {
-            Lookup::Hit(item) => {
+            Cached::Hit(item) => {
                 self.count("hit");
                 return Ok(Some(item));
             }
-            Lookup::Miss { floor } => {
+            Cached::Miss { floor } => {
                 self.count("miss");
                 floor
             }
-            Lookup::Unavailable => {
+            Cached::Unavailable => {
                 self.count("bypass");
                 return Ok(store::find(&mut *db.conn().await?, id).await?);
             }
@@ -152,7 +152,7 @@ impl ItemCache {
                 .clone();
             self.land(id, &cell);
             if let Some(err) = own_error {
-                return Err(ApiError::Database(err));
+                return Err(ItemError::Database(err));
             }
             // A load already in flight may have read Postgres before a write
             // this request saw the tombstone of; joining it would go back in
@@ -162,7 +162,7 @@ impl ItemCache {
                 fresh = true;
                 continue;
             }
-            return loaded.map_err(ApiError::code);
+            return loaded.map_err(ItemError::SharedLoad);
         }
     }
 
@@ -188,7 +188,7 @@ impl ItemCache {
 
     /// The single-flight leader's work: look again, then load and fill.
     async fn load_and_fill(&self, db: &Db, id: Uuid) -> sqlx::Result<Option<Item>> {
-        if let Lookup::Hit(item) = self.lookup(id).await {
+        if let Cached::Hit(item) = self.lookup(id).await {
             return Ok(Some(item));
         }
         self.metrics.cache_loads.inc();
@@ -202,7 +202,7 @@ impl ItemCache {
         Ok(item)
     }
 
-    async fn lookup(&self, id: Uuid) -> Lookup {
+    async fn lookup(&self, id: Uuid) -> Cached {
         let key = self.key(id);
         let reply: Result<(Option<i64>, Option<String>), _> = self
             .redis
@@ -212,15 +212,15 @@ impl ItemCache {
             .await;
         match reply {
             Ok((_, Some(payload))) => match serde_json::from_str(&payload) {
-                Ok(item) => Lookup::Hit(item),
+                Ok(item) => Cached::Hit(item),
                 Err(err) => {
                     // An entry from an incompatible build: treat as absent.
                     tracing::warn!(error = %telemetry::chain(&err), "unreadable cache entry");
-                    Lookup::Miss { floor: None }
+                    Cached::Miss { floor: None }
                 }
             },
-            Ok((floor, None)) => Lookup::Miss { floor },
-            Err(_) => Lookup::Unavailable,
+            Ok((floor, None)) => Cached::Miss { floor },
+            Err(_) => Cached::Unavailable,
         }
     }
 

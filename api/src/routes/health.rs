@@ -17,8 +17,8 @@ use crate::error::{ErrorCode, Problem};
 use crate::http::extract::Json;
 use service::Lifecycle;
 
+use crate::observability::metrics::Metrics;
 use crate::state::AppState;
-use crate::telemetry::metrics::Metrics;
 use telemetry::metrics::Format;
 
 /// How long readiness waits for Postgres. Kubernetes probes time out after

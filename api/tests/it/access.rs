@@ -10,7 +10,7 @@ use crate::helpers::{TestApp, assert_problem, header, spawn_app, spawn_with};
 
 /// Creates a key in the app's database and waits until the app accepts it.
 async fn new_key(app: &TestApp, scopes: &str, rate: Option<&str>) -> String {
-    let (_, key) = api::keys::create(&app.direct, "access test", scopes, rate).await.expect("a key");
+    let (_, key) = api::api_keys::create(&app.direct, "access test", scopes, rate).await.expect("a key");
     let auth = format!("Bearer {key}");
     app.wait_until("the app loads the new key", || async {
         app.send(Method::GET, "/v1/items", &[("authorization", &auth)], None).await.status()
@@ -81,9 +81,9 @@ async fn a_key_without_the_scope_is_403_and_one_with_it_passes() {
 #[tokio::test]
 async fn a_revoked_key_is_refused_within_about_a_second() {
     let app = spawn_app().await;
-    let key = new_key(&app, api::keys::DEFAULT_SCOPES, None).await;
-    let prefix = api::keys::prefix_of(&key).expect("a prefix").to_owned();
-    assert!(api::keys::store::revoke(&app.direct, &prefix).await.expect("revoke"));
+    let key = new_key(&app, api::api_keys::DEFAULT_SCOPES, None).await;
+    let prefix = api::api_keys::prefix_of(&key).expect("a prefix").to_owned();
+    assert!(api::api_keys::store::revoke(&app.direct, &prefix).await.expect("revoke"));
     let revoked_at = tokio::time::Instant::now();
     app.wait_until("the revocation reaches the app", || async {
         app.send(Method::GET, "/v1/items", &[("authorization", &bearer(&key))], None).await.status()

@@ -35,8 +35,9 @@ impl Cluster {
     async fn start_with(count: usize, extra: &[(&str, String)]) -> Self {
         let database = TestDatabase::create(&api::db::MIGRATOR).await.expect("a test database");
         let db = PgPool::connect_with(database.options()).await.expect("a pool");
-        let (_, key) =
-            api::keys::create(&db, "edge", api::keys::DEFAULT_SCOPES, None).await.expect("an API key");
+        let (_, key) = api::api_keys::create(&db, "edge", api::api_keys::DEFAULT_SCOPES, None)
+            .await
+            .expect("an API key");
         let mut env = vec![
             ("DATABASE_URL", database.url()),
             // The edge's limits are under test here, not the app's.

@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU32;
 use std::time::Duration;
 
-use api::{App, Settings};
 use jobs::Topology;
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
@@ -22,6 +21,8 @@ use reqwest::header::{AUTHORIZATION, HeaderValue};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use testkit::TestDatabase;
+use testkit::app::TestApp;
+pub use testkit::probe::{free_port, total, wait_until};
 use tokio::process::{Child, Command};
 use tokio::sync::{Mutex, oneshot};
 use tokio::task::JoinHandle;
@@ -52,10 +53,9 @@ pub struct Stack {
     pub endpoints: Endpoints,
     prefix: String,
     client: reqwest::Client,
-    api_stop: Option<oneshot::Sender<()>>,
-    api_task: Option<JoinHandle<anyhow::Result<()>>>,
     direct_amqp: String,
-    _database: TestDatabase,
+    // Last: the database outlives every connection to it.
+    app: TestApp,
 }
 
 impl Stack {
@@ -77,16 +77,10 @@ impl Stack {
         endpoints: impl FnOnce(&TestDatabase) -> Endpoints,
         configure: impl FnOnce(&mut api::Config),
     ) -> Self {
-        let database = TestDatabase::create(&api::db::MIGRATOR).await.expect("a test database");
-        let db = PgPool::connect_with(database.options()).await.expect("a direct pool");
+        let database = Arc::new(TestDatabase::create(&api::db::MIGRATOR).await.expect("a test database"));
         let endpoints = endpoints(&database);
         let prefix = format!("test-{}", Uuid::now_v7().simple());
-        let (_, key) =
-            api::keys::create(&db, "ledger", api::keys::DEFAULT_SCOPES, None).await.expect("a key");
-
-        let mut settings = Settings::defaults();
-        settings.server.host = "127.0.0.1".into();
-        settings.server.port.port = "0".into();
+        let mut settings = testkit::app::settings_over(&database);
         settings.database.database_url.clone_from(&endpoints.database_url);
         settings.relay.amqp_url.clone_from(&endpoints.amqp_url);
         settings.relay.amqp_queue_prefix.clone_from(&prefix);
@@ -98,16 +92,10 @@ impl Stack {
         // @template if redis
         settings.redis.redis_url = String::new();
         // @template endif
-        let mut config = settings.validate().expect("valid api settings");
-        configure(&mut config);
-        let app = App::build(config).await.expect("building the api");
-        let api = app.local_addr();
-        let (api_stop, stopped) = oneshot::channel::<()>();
-        let api_task = tokio::spawn(app.run_until_stopped(async {
-            let _ = stopped.await;
-        }));
+        let app = testkit::app::start_over(database, settings, configure).await;
         let mut headers = reqwest::header::HeaderMap::new();
-        headers.insert(AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {key}")).expect("a header"));
+        headers
+            .insert(AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {}", app.key)).expect("a header"));
         let client = reqwest::Client::builder()
             .no_proxy()
             .default_headers(headers)
@@ -116,16 +104,14 @@ impl Stack {
             .expect("a client");
         let direct_amqp = testkit::services::amqp_url().expect("a RabbitMQ for the tests");
         Self {
-            api,
-            db,
+            api: app.addr,
+            db: app.direct.clone(),
             topology: Topology::new(prefix.clone()),
             endpoints,
             prefix,
             client,
-            api_stop: Some(api_stop),
-            api_task: Some(api_task),
             direct_amqp,
-            _database: database,
+            app,
         }
     }
 
@@ -249,12 +235,7 @@ impl Stack {
 
     /// Stops the api, then deletes this stack's queues.
     pub async fn finish(mut self) {
-        if let Some(stop) = self.api_stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.api_task.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(15), task).await;
-        }
+        let _ = self.app.stop().await;
         if let Ok(connection) = jobs::broker::connect(&self.direct_amqp, "test cleanup").await
             && let Ok(channel) = connection.create_channel().await
         {
@@ -381,11 +362,6 @@ pub async fn shared_postgres() -> SocketAddr {
         .expect("an address")
 }
 
-/// A free TCP port on the loopback interface.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
-}
-
 async fn wait_ready(addr: SocketAddr) {
     let client = reqwest::Client::builder().no_proxy().build().expect("a client");
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -405,16 +381,6 @@ async fn metrics_of(addr: SocketAddr) -> String {
     client.get(format!("http://{addr}/metrics")).send().await.expect("metrics").text().await.expect("text")
 }
 
-/// Sums every sample of a metric whose series starts with `series`
-/// (all label combinations when given only the name).
-pub fn total(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|line| !line.starts_with('#') && line.starts_with(series))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// [`total`] as a whole number: every counter and gauge the tests read
 /// this way counts things.
 pub fn count(metrics: &str, series: &str) -> i64 {
@@ -431,19 +397,6 @@ pub fn deliveries(metrics: &str) -> String {
         count(metrics, "jobs_redelivered_total"),
         count(metrics, "jobs_processed_total{kind=\"synthetic\",outcome=\"duplicate\"}")
     )
-}
-
-/// Waits (bounded) until `check` holds.
-pub async fn wait_until<F, Fut>(what: &str, limit: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// The final status a ledger expects of a job.

@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use anyhow::Context;
 
 use super::{Args, Guard, NEVER_LIMITED, api_key, create_item, median, start_api, wait_ready, wrk_with};
-use crate::ci::nginx::{NGINX, edge_config};
+use crate::checks::nginx::NGINX;
 use crate::http::free_port;
 use crate::{cmd, tools};
 

@@ -40,7 +40,7 @@ impl Project {
         ui_port: u16,
     ) -> anyhow::Result<Self> {
         let example = std::fs::read_to_string(root.join(".env.example")).context("reading .env.example")?;
-        let mut env: Vec<(String, String)> = crate::ci::env_pairs(&example);
+        let mut env: Vec<(String, String)> = crate::checks::env_pairs(&example);
         let mut set = |key: &str, value: String| match env.iter_mut().find(|(k, _)| k == key) {
             Some(pair) => pair.1 = value,
             None => env.push((key.to_owned(), value)),

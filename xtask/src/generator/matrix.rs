@@ -1,4 +1,4 @@
-//! `cargo xtask generated`: the generator's tests. Projects are generated
+//! `cargo xtask test-generator`: the generator's tests. Projects are generated
 //! outside the repository for an option matrix (all on, all off, each off in
 //! turn), checked for leftovers and for their name, snapshotted, and then
 //! made to pass their own `cargo xtask ci` against the real services.
@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 
-use crate::template::{self, Coverage, OPTIONS};
-use crate::{ci, cmd, new};
+use crate::generator::new;
+use crate::generator::template::{self, Coverage, OPTIONS};
+use crate::{checks, cmd};
 
 /// The name every test project gets; it differs from the reference name in
 /// every form, so a leftover cannot hide.
@@ -64,7 +65,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         let dir = scratch.path().join(&variant.label).join(PROJECT);
         new::generate(&template, &dir, PROJECT, &variant.defines)?;
         leftovers_and_name(&dir).with_context(|| format!("variant {}", variant.label))?;
-        ci::lint_workflows(&dir)?;
+        checks::lint_workflows(&dir)?;
         snapshots(&variant, &dir, args.bless)?;
         if !args.no_build {
             let started = Instant::now();
@@ -171,7 +172,7 @@ fn snapshots(variant: &Variant, dir: &Path, bless: bool) -> anyhow::Result<()> {
     if differences > 0 {
         bail!(
             "{differences} rendered files of the {} project differ from xtask/snapshots/ (diff above); \
-             if the change is intended, run `cargo xtask generated --bless --no-build` and commit the snapshots",
+             if the change is intended, run `cargo xtask test-generator --bless --no-build` and commit the snapshots",
             variant.label
         );
     }

@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use cargo_generate::{GenerateArgs, TemplatePath, Vcs};
 
 use crate::cmd;
-use crate::template::{OPTIONS, validate_name};
+use crate::generator::template::{OPTIONS, validate_name};
 
 /// Options of `new`.
 #[derive(clap::Args)]

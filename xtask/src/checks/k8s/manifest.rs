@@ -199,7 +199,7 @@ pub fn duration_ms(text: &str) -> Option<u64> {
 }
 
 /// An NGINX size, read as the edge's own configuration is.
-pub use crate::ci::nginx::edge_config::size_bytes as nginx_size;
+pub use edge_config::size_bytes as nginx_size;
 
 /// A count that may be a number or a string holding one.
 pub fn count(value: &Value) -> Option<u64> {

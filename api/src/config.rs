@@ -46,10 +46,10 @@ pub use server::{LogFormat, LogSettings, PortSetting, ServerSettings};
 use crate::http::HttpConfig;
 use crate::http::access::AccessConfig;
 // @template if worker
-use crate::jobs::relay::RelayConfig;
+use crate::offload::relay::RelayConfig;
 // @template endif
 // @template if redis
-use crate::redis::RedisConfig;
+use crate::redis_client::RedisConfig;
 // @template endif
 use crate::versioning::Deprecations;
 

@@ -9,10 +9,6 @@ use anyhow::{Context, bail};
 
 use crate::tools::{self, Tool};
 
-#[path = "../../../testkit/src/edge_config.rs"]
-#[allow(dead_code)]
-pub mod edge_config;
-
 /// NGINX, for `nginx -t` here and for `cargo xtask up`.
 pub const NGINX: Tool = Tool { binary: "nginx", source: tools::Source::Apt("nginx") };
 

@@ -1,8 +1,8 @@
-//! The HTTP shape of items that every version shares: status codes,
-//! `Location`, ETags, 304s, pagination and field errors. A version module
-//! supplies only its representation and its names for the fields.
+//! Keyset pagination on the wire, for any collection: `limit` and an opaque
+//! `cursor` in, a page body and `Link: <…>; rel="next"` out. Cursors are
+//! opaque to clients, so the keyset can change without breaking them.
 
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -10,10 +10,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::IntoParams;
 use uuid::Uuid;
 
-use crate::error::{ApiError, ErrorCode, FieldError};
-use crate::http::conditional;
+use crate::error::{ApiError, ErrorCode};
 use crate::http::extract::Json;
-use crate::items::{Field, Item, Page, Violation};
 
 /// Page size when the client names none.
 pub const DEFAULT_LIMIT: u32 = 20;
@@ -31,7 +29,7 @@ pub struct ListParams {
 }
 
 impl ListParams {
-    /// The id to continue after and the page size.
+    /// The key to continue after and the page size.
     pub fn parse(&self) -> Result<(Option<Uuid>, u32), ApiError> {
         let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
         if !(1..=MAX_LIMIT).contains(&limit) {
@@ -45,9 +43,8 @@ impl ListParams {
     }
 }
 
-/// Cursors are opaque to clients, so the keyset can change without breaking them.
-fn encode_cursor(id: Uuid) -> String {
-    URL_SAFE_NO_PAD.encode(id.as_bytes())
+fn encode_cursor(key: Uuid) -> String {
+    URL_SAFE_NO_PAD.encode(key.as_bytes())
 }
 
 fn decode_cursor(cursor: &str) -> Result<Uuid, ApiError> {
@@ -58,58 +55,22 @@ fn decode_cursor(cursor: &str) -> Result<Uuid, ApiError> {
         .ok_or_else(|| ApiError::client(ErrorCode::InvalidQuery, "cursor is not one this API returned"))
 }
 
-/// 201 Created with `Location` and `ETag`.
-pub fn created<R: Serialize>(prefix: &str, item: &Item, representation: R) -> Response {
-    let location = format!("{prefix}/items/{}", item.id);
-    let mut response = (StatusCode::CREATED, Json(representation)).into_response();
-    let headers = response.headers_mut();
-    headers.insert(header::LOCATION, HeaderValue::from_str(&location).expect("a path is a valid header"));
-    headers.insert(header::ETAG, conditional::etag(item.version));
-    response
-}
-
-/// 200 with the representation and its `ETag`.
-pub fn current<R: Serialize>(item: &Item, representation: R) -> Response {
-    ([(header::ETAG, conditional::etag(item.version))], Json(representation)).into_response()
-}
-
-/// A GET answer: 304 with the same validator when the client's copy is
-/// current, otherwise the full representation.
-pub fn read<R: Serialize>(
-    request: &HeaderMap,
-    item: &Item,
-    representation: impl FnOnce(&Item) -> R,
-) -> Response {
-    if conditional::none_match(request, item.version) {
-        return (StatusCode::NOT_MODIFIED, [(header::ETAG, conditional::etag(item.version))]).into_response();
-    }
-    current(item, representation(item))
-}
-
 /// A page body plus a `Link: <…>; rel="next"` header when there is more.
+/// `collection` is the path of the list (`/v1/items`); `body` gets the next
+/// cursor.
 pub fn page<P: Serialize>(
-    prefix: &str,
+    collection: &str,
     limit: u32,
-    page: &Page,
+    next_after: Option<Uuid>,
     body: impl FnOnce(Option<String>) -> P,
 ) -> Response {
-    let cursor = page.next_after.map(encode_cursor);
-    let link = cursor.as_ref().map(|c| format!("<{prefix}/items?limit={limit}&cursor={c}>; rel=\"next\""));
+    let cursor = next_after.map(encode_cursor);
+    let link = cursor.as_ref().map(|c| format!("<{collection}?limit={limit}&cursor={c}>; rel=\"next\""));
     let mut response = Json(body(cursor)).into_response();
     if let Some(link) = link {
         response.headers_mut().insert(header::LINK, HeaderValue::from_str(&link).expect("url-safe cursor"));
     }
     response
-}
-
-/// 422 with each violation at the version's JSON pointer for its field.
-pub fn invalid(violations: Vec<Violation>, pointer: fn(Field) -> &'static str) -> ApiError {
-    ApiError::Validation(
-        violations
-            .into_iter()
-            .map(|v| FieldError { pointer: pointer(v.field).to_owned(), code: v.code, detail: v.detail })
-            .collect(),
-    )
 }
 
 #[cfg(test)]

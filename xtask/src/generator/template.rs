@@ -76,8 +76,8 @@ pub const OPTIONS: &[Opt] = &[
         ignore_when_off: &[
             "api/src/items/cache.rs",
             "api/src/config/redis.rs",
-            "api/src/redis.rs",
-            "api/src/redis",
+            "api/src/redis_client.rs",
+            "api/src/redis_client",
             "api/src/ratelimit/distributed.rs",
             "api/src/ratelimit/gcra.lua",
             "api/tests/it/cache.rs",
@@ -100,8 +100,8 @@ pub const OPTIONS: &[Opt] = &[
             "api/src/config/relay.rs",
             "api/migrations/20261128000003_jobs.sql",
             "api/migrations/20261128000004_job_trace.sql",
-            "api/src/jobs.rs",
-            "api/src/jobs",
+            "api/src/offload.rs",
+            "api/src/offload",
             "api/src/routes/v1/jobs.rs",
             "api/tests/it/jobs.rs",
             "docs/jobs.md",
@@ -126,9 +126,8 @@ pub const OPTIONS: &[Opt] = &[
 const REPO_ONLY: &[&str] = &[
     "README.md",
     "template/",
-    "xtask/src/template.rs",
-    "xtask/src/new.rs",
-    "xtask/src/generated.rs",
+    "xtask/src/generator.rs",
+    "xtask/src/generator/",
     "xtask/project/",
     "xtask/snapshots/",
 ];
@@ -479,7 +478,7 @@ fn variant_lock(files: &BTreeMap<String, Vec<u8>>) -> anyhow::Result<String> {
     let mut locks = Vec::new();
     for (variant, defines) in combinations() {
         let project = scratch.path().join(format!("probe-{variant}"));
-        crate::new::generate(&template, &project, "lock-probe", &defines)?;
+        crate::generator::new::generate(&template, &project, "lock-probe", &defines)?;
         let output = cmd::cargo()
             .args(["metadata", "--format-version", "1", "--offline"])
             .current_dir(&project)

@@ -35,7 +35,7 @@ use tokio::time::Instant;
 use tracing::Instrument as _;
 use uuid::Uuid;
 
-use crate::telemetry::metrics::Metrics;
+use crate::observability::metrics::Metrics;
 
 /// An outbox row due for publishing, with the trace context of the request
 /// that submitted its job.

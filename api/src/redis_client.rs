@@ -23,7 +23,7 @@ use telemetry::spans::Traced as _;
 
 pub use breaker::Breaker;
 
-use crate::telemetry::metrics::Metrics;
+use crate::observability::metrics::Metrics;
 
 /// A replica's Redis: connection, timeout, breaker and key prefix.
 pub struct Redis {

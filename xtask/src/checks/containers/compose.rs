@@ -435,7 +435,7 @@ fn strings<'a>(value: &'a Value, out: &mut Vec<&'a str>) {
 
 /// The variables `.env.example` sets.
 fn example_variables(env_example: &str) -> BTreeSet<String> {
-    crate::ci::env_pairs(env_example).into_iter().map(|(key, _)| key).collect()
+    crate::checks::env_pairs(env_example).into_iter().map(|(key, _)| key).collect()
 }
 
 fn env_example_matches(doc: &Value, env_example: &str, problems: &mut Vec<String>) {

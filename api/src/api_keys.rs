@@ -150,7 +150,7 @@ struct Snapshot {
 
 /// The result of looking a key up.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Lookup {
+pub enum KeyLookup {
     /// An active key.
     Found(Arc<ApiKey>),
     /// Not a key, or a revoked one.
@@ -175,12 +175,12 @@ impl KeyRing {
     }
 
     /// Finds the key a client presented. No I/O.
-    pub fn lookup(&self, plain: &str) -> Lookup {
+    pub fn lookup(&self, plain: &str) -> KeyLookup {
         let snapshot = self.snapshot.read().unwrap_or_else(PoisonError::into_inner).clone();
         if snapshot.version.is_none() {
-            return Lookup::NotLoaded;
+            return KeyLookup::NotLoaded;
         }
-        snapshot.keys.get(&hash(plain)).map_or(Lookup::Unknown, |key| Lookup::Found(key.clone()))
+        snapshot.keys.get(&hash(plain)).map_or(KeyLookup::Unknown, |key| KeyLookup::Found(key.clone()))
     }
 
     /// Reloads the keys if they changed since the last load.
@@ -275,6 +275,6 @@ mod tests {
 
     #[test]
     fn an_unloaded_ring_says_so_rather_than_refusing_keys() {
-        assert_eq!(KeyRing::default().lookup("ak_00000000_x"), Lookup::NotLoaded);
+        assert_eq!(KeyRing::default().lookup("ak_00000000_x"), KeyLookup::NotLoaded);
     }
 }

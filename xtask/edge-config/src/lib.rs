@@ -2,7 +2,7 @@
 //! as it is, next to an `upstream.conf` listing local replicas and a
 //! `listen.conf` with a local port. `cargo xtask up`, `cargo xtask lint-infra`
 //! and the end-to-end tests all render it here, so they run the file Compose
-//! runs. Standard library only: xtask compiles this file too.
+//! runs. Standard library only, so that xtask builds it in a moment.
 
 use std::fmt::Write as _;
 use std::io;

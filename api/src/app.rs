@@ -144,7 +144,7 @@ impl App {
         // @template if worker
         let Self { listener, router, state, config, relay_wake } = self;
         // The relay starts with serving and stops after the drain; stopping
-        // it mid-pass is safe (see `jobs::relay`).
+        // it mid-pass is safe (see `offload::relay`).
         let relay = config
             .relay
             .clone()

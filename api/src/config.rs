@@ -11,7 +11,7 @@
 //!
 //! One file per area, each turning its text into the types of the subsystem
 //! that uses them (`http::Cors`, `http::access::AccessConfig`,
-//! `redis::RedisConfig`, `jobs::relay::RelayConfig`, and the Postgres
+//! `redis_client::RedisConfig`, `offload::relay::RelayConfig`, and the Postgres
 //! settings shared with the worker in `service::database`). Dependencies
 //! point one way: this module imports the subsystems, and no subsystem
 //! imports it back. The rules between areas (a statement must not outlive

@@ -58,9 +58,7 @@ impl Status {
 pub struct Job {
     /// Its id (UUIDv7).
     pub id: Uuid,
-    /// Its kind.
     pub kind: String,
-    /// Its status.
     pub status: Status,
     /// Deliveries that reached a worker.
     pub attempts: i32,
@@ -81,9 +79,7 @@ pub struct Job {
 /// A validated submission.
 #[derive(Debug, Clone)]
 pub struct Submission {
-    /// The kind.
     pub kind: String,
-    /// Its input.
     pub input: Value,
     /// The submitting API key.
     pub owner: Uuid,

@@ -74,7 +74,6 @@ pub struct Settings {
     /// `service.name` when neither `OTEL_SERVICE_NAME` nor
     /// `OTEL_RESOURCE_ATTRIBUTES` names one.
     pub service_name: String,
-    /// The log format.
     pub log_format: LogFormat,
     /// Where log lines go (stdout for a server).
     pub writer: BoxMakeWriter,

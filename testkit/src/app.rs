@@ -120,7 +120,11 @@ pub fn settings_over(database: &TestDatabase) -> Settings {
     // @template if redis
     settings.redis.redis_url = crate::services::redis_url().expect("a Redis for the tests");
     // Each test database is unique, and so is this app's corner of Redis.
-    settings.redis.redis_key_prefix = database.options().get_database().expect("a database name").to_owned();
+    database
+        .options()
+        .get_database()
+        .expect("a database name")
+        .clone_into(&mut settings.redis.redis_key_prefix);
     // @template endif
     // @template if worker
     // No relay: these tests are about HTTP; the worker's tests run the

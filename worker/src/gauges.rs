@@ -19,7 +19,7 @@ use crate::metrics::{Metrics, QueueLabels};
 const INTERVAL: Duration = Duration::from_secs(5);
 
 /// Refreshes the gauges until aborted.
-pub async fn watch(config: Config, db: PgPool, metrics: Arc<Metrics>) {
+pub(crate) async fn watch(config: Config, db: PgPool, metrics: Arc<Metrics>) {
     tokio::join!(watch_queues(&config, &metrics), watch_age(&db, &metrics));
 }
 

@@ -20,7 +20,6 @@ use telemetry::metrics::Format;
 pub struct Health {
     /// The pool, pinged by `/readyz`.
     pub db: PgPool,
-    /// The metrics.
     pub metrics: Arc<Metrics>,
     /// Set while consuming from RabbitMQ.
     pub consuming: Arc<AtomicBool>,

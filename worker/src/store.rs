@@ -10,9 +10,7 @@ use uuid::Uuid;
 /// A job taken by [`start`].
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Started {
-    /// Its kind.
     pub kind: String,
-    /// Its input.
     pub input: Value,
     /// This delivery's attempt number (1-based).
     pub attempts: i32,

@@ -25,7 +25,7 @@ mod edge;
 
 /// Options of `bench`.
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Rounds over every target; the medians are reported.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
@@ -196,7 +196,7 @@ fn instances(api_binary: &Path, args: &Args, sink: Option<&str>) -> anyhow::Resu
 }
 
 /// Runs the benchmark.
-pub fn run(args: &Args) -> anyhow::Result<()> {
+pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
     // @template if worker
     if args.jobs {
         return jobs();

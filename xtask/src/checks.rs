@@ -7,7 +7,7 @@
 mod containers;
 mod k8s;
 mod layers;
-pub mod nginx;
+pub(crate) mod nginx;
 mod observability;
 
 use std::path::Path;
@@ -16,11 +16,11 @@ use std::process::Command;
 use crate::cmd;
 use crate::tools::{self, Source, Tool};
 
-pub use layers::lint_layers;
-pub use observability::lint_observability;
+pub(crate) use layers::lint_layers;
+pub(crate) use observability::lint_observability;
 
 /// The static checks of `infra/` (nginx, images, Compose, Kubernetes).
-pub fn lint_infra(root: &Path) -> anyhow::Result<()> {
+pub(crate) fn lint_infra(root: &Path) -> anyhow::Result<()> {
     nginx::lint_nginx(root)?;
     containers::lint_containers(root)?;
     k8s::lint_k8s(root)
@@ -42,7 +42,7 @@ pub(crate) const SCHEMA_CHECKER: Tool =
     Tool { binary: "check-jsonschema", source: Source::Pip("check-jsonschema") };
 
 /// Every GitHub workflow under `dir` passes actionlint and the workflow schema.
-pub fn lint_workflows(dir: &Path) -> anyhow::Result<()> {
+pub(crate) fn lint_workflows(dir: &Path) -> anyhow::Result<()> {
     let Ok(entries) = std::fs::read_dir(dir.join(".github/workflows")) else { return Ok(()) };
     let workflows: Vec<_> = entries
         .filter_map(Result::ok)

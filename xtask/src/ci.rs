@@ -9,7 +9,7 @@ use crate::tools;
 
 /// Options of `ci`.
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Skip formatting and clippy (tests only).
     #[arg(long)]
     tests_only: bool,
@@ -30,7 +30,7 @@ const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 // @template endif
 
 /// Runs every check; stops at the first failure.
-pub fn run(args: &Args) -> anyhow::Result<()> {
+pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
     // Tests create a database each on this server.
     let database_url = std::env::var("DATABASE_URL").unwrap_or_else(|_| POSTGRES.to_owned());
     let pg = cmd::address(&database_url, 5432);

@@ -4,6 +4,6 @@
 //! and running each project's own CI. Only this repository has it: a
 //! generated project's xtask has none of it.
 
-pub mod matrix;
-pub mod new;
-pub mod template;
+pub(crate) mod matrix;
+pub(crate) mod new;
+pub(crate) mod template;

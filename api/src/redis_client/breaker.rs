@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use prometheus_client::metrics::gauge::Gauge;
 
 /// Consecutive failures that open the circuit.
-pub const FAILURES_TO_OPEN: u32 = 5;
+pub(super) const FAILURES_TO_OPEN: u32 = 5;
 /// How long the circuit stays open before a probe.
-pub const OPEN_FOR: Duration = Duration::from_secs(1);
+pub(super) const OPEN_FOR: Duration = Duration::from_secs(1);
 
 /// The breaker's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

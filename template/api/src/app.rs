@@ -18,18 +18,18 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 {% if worker %}use tokio::sync::Notify;
 {% endif %}
-{% if redis %}use crate::cache::ItemCache;
+{% if redis %}use crate::items::cache::ItemCache;
 {% endif %}use crate::config::Config;
 use crate::http::access::Access;
 use crate::items::Items;
-{% if worker %}use crate::jobs::Jobs;
-use crate::jobs::relay::Relay;
-{% endif %}use crate::keys::KeyRing;
+{% if worker %}use crate::offload::Jobs;
+use crate::offload::relay::Relay;
+{% endif %}use crate::api_keys::KeyRing;
 use crate::ratelimit::Limiter;
-{% if redis %}use crate::redis::Redis;
-{% endif %}use crate::routes;
-use crate::state::{AppState, Lifecycle};
-use crate::telemetry::metrics::Metrics;
+{% if redis %}use crate::redis_client::Redis;
+{% endif %}use crate::observability::metrics::Metrics;
+use crate::routes;
+use crate::state::AppState;
 
 /// How long closing the pool may take once the server has stopped.
 const POOL_CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -88,9 +88,9 @@ impl App {
 {% if worker %}            jobs,
 {% endif %}            access,
             metrics,
-            lifecycle: Lifecycle::default(),
+            lifecycle: service::Lifecycle::default(),
         };
-        let router = routes::router(state.clone(), &config);
+        let router = routes::router(state.clone(), &config.http, &config.deprecations);
         let listener =
             TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
         Ok(Self {
@@ -123,7 +123,7 @@ impl App {
     ) -> anyhow::Result<()> {
 {% if worker %}        let Self { listener, router, state, config, relay_wake } = self;
         // The relay starts with serving and stops after the drain; stopping
-        // it mid-pass is safe (see `jobs::relay`).
+        // it mid-pass is safe (see `offload::relay`).
         let relay = config
             .relay
             .clone()
@@ -163,33 +163,5 @@ impl App {
         }
         tracing::info!("stopped");
         Ok(())
-    }
-}
-
-/// Completes on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(err) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %telemetry::chain(&err), "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(err) => {
-                tracing::error!(error = %telemetry::chain(&err), "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
     }
 }

@@ -12,10 +12,11 @@
 pub mod access;
 pub mod conditional;
 pub mod extract;
+pub mod pagination;
 
 use std::any::Any;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
@@ -33,15 +34,35 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::config::{Config, Cors};
 use crate::error::{ErrorCode, PROBLEM_JSON, PoolTimedOut, Problem};
-use crate::telemetry::metrics::{HttpLabels, Metrics};
+use crate::observability::metrics::{HttpLabels, Metrics};
 
 /// The request id header, accepted from clients (and NGINX) or generated.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// What the middleware stack needs to know.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// A request that takes longer is answered 504.
+    pub request_timeout: Duration,
+    /// Largest request body accepted (413 above it).
+    pub body_limit_bytes: usize,
+    pub cors: Cors,
+}
+
+/// Which origins may call the API from a browser.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cors {
+    /// No CORS headers at all: browsers on other origins are refused.
+    Disabled,
+    /// Any origin (no credentials).
+    Any,
+    /// These exact origins.
+    Origins(Vec<String>),
+}
+
 /// Wraps every route of `router` in the service's middleware stack.
-pub fn apply(router: Router, metrics: Arc<Metrics>, config: &Config) -> Router {
+pub fn apply(router: Router, metrics: Arc<Metrics>, config: &HttpConfig) -> Router {
     let stack = ServiceBuilder::new()
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION, header::COOKIE]))
@@ -91,7 +112,7 @@ fn request_span(request: &Request) -> tracing::Span {
 
 /// Completes the request span: the status, and an error status for a 5xx
 /// (a 4xx is the client's error, not the server span's).
-fn record_response<B>(response: &Response<B>, latency: std::time::Duration, span: &tracing::Span) {
+fn record_response<B>(response: &Response<B>, latency: Duration, span: &tracing::Span) {
     let status = response.status();
     span.record("http.response.status_code", status.as_u16());
     if status.is_server_error() {
@@ -131,7 +152,7 @@ fn cors_layer(cors: &Cors) -> Option<CorsLayer> {
                 header::IF_NONE_MATCH,
             ])
             .expose_headers([header::ETAG, header::LOCATION, header::RETRY_AFTER, header::LINK, REQUEST_ID])
-            .max_age(std::time::Duration::from_mins(10)),
+            .max_age(Duration::from_mins(10)),
     )
 }
 

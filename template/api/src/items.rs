@@ -3,6 +3,8 @@
 //! Every API version shares this module; versions differ only in how they
 //! represent an item on the wire (`routes/v1/items.rs`, `routes/v2/items.rs`).
 
+{% if redis %}pub mod cache;
+{% endif %}pub mod http;
 pub mod store;
 
 {% if redis %}use std::sync::Arc;
@@ -11,8 +13,9 @@ pub mod store;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-{% if redis %}use crate::cache::ItemCache;
-{% endif %}use crate::error::ApiError;
+{% if redis %}use cache::ItemCache;
+{% endif %}use crate::error::ErrorCode;
+use crate::resource::{Page, Precondition};
 
 /// An item as stored.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize, serde::Deserialize)]
@@ -126,31 +129,24 @@ impl ItemDraft {
     }
 }
 
-/// What a conditional write requires of the current version (`If-Match`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Precondition {
-    /// No condition (`If-Match: *` or, where allowed, no header).
-    Any,
-    /// The current version must be one of these.
-    Versions(Vec<i64>),
-}
-
-impl Precondition {
-    fn versions(&self) -> Option<&[i64]> {
-        match self {
-            Self::Any => None,
-            Self::Versions(v) => Some(v),
-        }
-    }
-}
-
-/// A page of items and where the next one starts.
-#[derive(Debug)]
-pub struct Page {
-    /// The items of this page, in creation order.
-    pub items: Vec<Item>,
-    /// The id to continue after, if there are more.
-    pub next_after: Option<Uuid>,
+/// Why an operation on items failed: the domain's answer, which the HTTP
+/// layer (`items/http.rs`) maps to a status and a problem.
+#[derive(Debug, thiserror::Error)]
+pub enum ItemError {
+    /// No item has that id.
+    #[error("no such item")]
+    NotFound,
+    /// The item's version is not one the precondition names.
+    #[error("the item changed since the version the write is based on")]
+    PreconditionFailed,
+    /// Postgres failed.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A load of the same item this request joined failed; how, classified
+    /// (the cache's single flight keeps the cause with the request that
+    /// loaded).
+    #[error("a shared load failed: {0:?}")]
+    SharedLoad(ErrorCode),
 }
 
 /// The items of this replica: Postgres, with the Redis cache in front of
@@ -178,31 +174,24 @@ impl Items {
 {% endif %}
     /// Creates an item.
     #[tracing::instrument(level = "debug", skip_all)]
-    pub async fn create(&self, item: ValidItem) -> Result<Item, ApiError> {
+    pub async fn create(&self, item: ValidItem) -> Result<Item, ItemError> {
         Ok(store::insert(&mut *self.db.conn().await?, Uuid::now_v7(), &item).await?)
     }
 
     /// Reads an item.
     #[tracing::instrument(level = "debug", skip(self))]
-    pub async fn get(&self, id: Uuid) -> Result<Item, ApiError> {
+    pub async fn get(&self, id: Uuid) -> Result<Item, ItemError> {
 {% if redis %}        if let Some(cache) = &self.cache {
-            return cache.get(&self.db, id).await?.ok_or(ApiError::NotFound("item"));
+            return cache.get(&self.db, id).await?.ok_or(ItemError::NotFound);
         }
-{% endif %}        store::find(&mut *self.db.conn().await?, id).await?.ok_or(ApiError::NotFound("item"))
+{% endif %}        store::find(&mut *self.db.conn().await?, id).await?.ok_or(ItemError::NotFound)
     }
 
     /// Reads a page of up to `limit` items after `after`.
     #[tracing::instrument(level = "debug", skip(self))]
-    pub async fn list(&self, after: Option<Uuid>, limit: u32) -> Result<Page, ApiError> {
-        // One extra row tells whether another page exists without a COUNT.
-        let mut items = store::list_after(&mut *self.db.conn().await?, after, i64::from(limit) + 1).await?;
-        let next_after = if items.len() > limit as usize {
-            items.truncate(limit as usize);
-            items.last().map(|item| item.id)
-        } else {
-            None
-        };
-        Ok(Page { items, next_after })
+    pub async fn list(&self, after: Option<Uuid>, limit: u32) -> Result<Page<Item>, ItemError> {
+        let rows = store::list_after(&mut *self.db.conn().await?, after, i64::from(limit) + 1).await?;
+        Ok(Page::from_overfetch(rows, limit, |item| item.id))
     }
 
     /// Replaces an item if the precondition holds.
@@ -212,7 +201,7 @@ impl Items {
         id: Uuid,
         precondition: &Precondition,
         item: ValidItem,
-    ) -> Result<Item, ApiError> {
+    ) -> Result<Item, ItemError> {
         let Some(updated) =
             store::update(&mut *self.db.conn().await?, id, precondition.versions(), &item).await?
         else {
@@ -227,7 +216,7 @@ impl Items {
 
     /// Deletes an item if the precondition holds.
     #[tracing::instrument(level = "debug", skip(self))]
-    pub async fn delete(&self, id: Uuid, precondition: &Precondition) -> Result<(), ApiError> {
+    pub async fn delete(&self, id: Uuid, precondition: &Precondition) -> Result<(), ItemError> {
         let Some(deleted_version) =
             store::delete(&mut *self.db.conn().await?, id, precondition.versions()).await?
         else {
@@ -242,17 +231,17 @@ impl Items {
 {% endunless %}        Ok(())
     }
 
-    /// A conditional write matched no row: either the item is gone (404) or
-    /// its version moved on (412).
-    async fn missed(&self, id: Uuid) -> ApiError {
+    /// A conditional write matched no row: either the item is gone or its
+    /// version moved on.
+    async fn missed(&self, id: Uuid) -> ItemError {
         let exists = match self.db.conn().await {
             Ok(mut conn) => store::exists(&mut *conn, id).await,
             Err(err) => Err(err),
         };
         match exists {
-            Ok(true) => ApiError::code(crate::error::ErrorCode::PreconditionFailed),
-            Ok(false) => ApiError::NotFound("item"),
-            Err(err) => err.into(),
+            Ok(true) => ItemError::PreconditionFailed,
+            Ok(false) => ItemError::NotFound,
+            Err(err) => ItemError::Database(err),
         }
     }
 }

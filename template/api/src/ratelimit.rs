@@ -24,7 +24,7 @@ use std::time::Duration;
 
 pub use gcra::LocalLimiter;
 
-use crate::telemetry::metrics::{LimitLabels, Metrics};
+use crate::observability::metrics::{BackendLabels, LimitLabels, Metrics};
 
 /// `quota` requests per `window`, sustained, with bursts of up to `burst`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -241,7 +241,7 @@ impl Limiter {
     }
 
 {% if redis %}    /// A limiter shared through `redis`, falling back to the local one.
-    pub fn shared(redis: Arc<crate::redis::Redis>, replicas: u32, metrics: Arc<Metrics>) -> Self {
+    pub fn shared(redis: Arc<crate::redis_client::Redis>, replicas: u32, metrics: Arc<Metrics>) -> Self {
         Self { shared: Some(distributed::SharedLimiter::new(redis)), ..Self::local(replicas, metrics) }
     }
 {% endif %}
@@ -277,7 +277,10 @@ impl Limiter {
             self.metrics.rate_limit_decisions.get_or_create(&labels).inc();
         }
         if self.last_backend.swap(backend as u8, Ordering::Relaxed) != backend as u8 {
-            self.metrics.set_rate_limit_backend(backend);
+            for other in [Backend::Redis, Backend::Local] {
+                let labels = BackendLabels { backend: other.as_str() };
+                self.metrics.rate_limit_backend.get_or_create(&labels).set(i64::from(other == backend));
+            }
         }
         verdict
     }

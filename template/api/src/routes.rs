@@ -5,7 +5,6 @@
 //! router, not a second list to keep in sync.
 
 pub mod health;
-pub mod items;
 pub mod v1;
 pub mod v2;
 
@@ -19,8 +18,8 @@ use axum::routing::get;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::config::Config;
 use crate::error::{ApiError, ErrorCode, PROBLEM_JSON};
+use crate::http::HttpConfig;
 use crate::http::access::{self, Access};
 use crate::state::AppState;
 use crate::versioning::{Deprecations, announce_deprecation};
@@ -114,9 +113,9 @@ fn secured(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
 
 /// The complete router: API routes, `/openapi.json`, the interactive docs
 /// and the middleware stack.
-pub fn router(state: AppState, config: &Config) -> Router {
+pub fn router(state: AppState, http: &HttpConfig, deprecations: &Deprecations) -> Router {
     let metrics = state.metrics.clone();
-    let (routes, openapi) = api_routes(&config.deprecations, Some(&state.access)).split_for_parts();
+    let (routes, openapi) = api_routes(deprecations, Some(&state.access)).split_for_parts();
     // Serialised once: the document cannot change while the process runs.
     let document = Bytes::from(serde_json::to_vec(&titled(openapi)).expect("the document serialises"));
     let routes = routes.route(
@@ -124,7 +123,7 @@ pub fn router(state: AppState, config: &Config) -> Router {
         get(move || async move { ([(header::CONTENT_TYPE, "application/json")], document) }),
     );
 {% if docs %}    let routes = routes.merge(docs());
-{% endif %}    crate::http::apply(routes.fallback(route_not_found).with_state(state), metrics, config)
+{% endif %}    crate::http::apply(routes.fallback(route_not_found).with_state(state), metrics, http)
 }
 
 {% if docs %}/// Swagger UI at `/docs/`, reading `/openapi.json`. Its assets are compiled

@@ -3,15 +3,15 @@
 //! `FromRef` (`State<PgPool>`, `State<Lifecycle>`), not for the whole.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::extract::FromRef;
+use service::Lifecycle;
 use sqlx::PgPool;
 
 use crate::http::access::Access;
 use crate::items::Items;
-{% if worker %}use crate::jobs::Jobs;
-{% endif %}use crate::telemetry::metrics::Metrics;
+{% if worker %}use crate::offload::Jobs;
+{% endif %}use crate::observability::metrics::Metrics;
 
 /// Shared state of one app instance.
 #[derive(Clone, FromRef)]
@@ -28,22 +28,4 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Whether the instance is draining.
     pub lifecycle: Lifecycle,
-}
-
-/// Tracks shutdown, so readiness can turn 503 before the listener closes.
-#[derive(Clone, Debug, Default)]
-pub struct Lifecycle {
-    draining: Arc<AtomicBool>,
-}
-
-impl Lifecycle {
-    /// Marks the instance as draining: readiness answers 503 from now on.
-    pub fn start_draining(&self) {
-        self.draining.store(true, Ordering::Release);
-    }
-
-    /// Whether draining has started.
-    pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Acquire)
-    }
 }

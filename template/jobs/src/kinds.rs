@@ -2,8 +2,10 @@
 //! so that a job the worker could never run is refused with a 422 instead
 //! of failing later.
 //!
-//! Adding a kind: a file here (its name, input type and rules), one line in
-//! [`NAMES`] and [`validate`], and its effect in `worker/src/kinds/`.
+//! Adding a kind: a file here (its name, what it does, its input type and
+//! rules), one line in [`KINDS`], and its effect in `worker/src/kinds/`
+//! with one line in the worker's registry. The API's OpenAPI document lists
+//! the kinds from [`KINDS`], so it cannot go stale.
 
 pub mod items_report;
 pub mod synthetic;
@@ -18,6 +20,10 @@ pub use synthetic::Synthetic;
 pub trait Kind {
     /// The unique name clients submit and messages carry.
     const NAME: &'static str;
+    /// What the kind does, in a phrase (for the API's documentation).
+    const SUMMARY: &'static str;
+    /// Its input as a client writes it (for the API's documentation).
+    const INPUT: &'static str;
     /// The input, as JSON; unknown fields are refused.
     type Input: DeserializeOwned;
 
@@ -36,18 +42,49 @@ pub trait Kind {
     }
 }
 
+/// A kind in the registry: its name, its documentation and its check.
+#[derive(Debug, Clone, Copy)]
+pub struct Registration {
+    /// [`Kind::NAME`].
+    pub name: &'static str,
+    /// [`Kind::SUMMARY`].
+    pub summary: &'static str,
+    /// [`Kind::INPUT`].
+    pub input: &'static str,
+    /// [`Kind::parse`], the parsed input dropped.
+    check: fn(&Value) -> Result<(), Vec<Violation>>,
+}
+
+/// The registration of `K`.
+pub const fn register<K: Kind>() -> Registration {
+    Registration { name: K::NAME, summary: K::SUMMARY, input: K::INPUT, check: check::<K> }
+}
+
+fn check<K: Kind>(input: &Value) -> Result<(), Vec<Violation>> {
+    K::parse(input).map(drop)
+}
+
+/// Every kind: the one list to extend.
+pub const KINDS: &[Registration] = &[register::<ItemsReport>(), register::<Synthetic>()];
+
 /// Every kind's name.
-pub const NAMES: &[&str] = &[ItemsReport::NAME, Synthetic::NAME];
+pub fn names() -> impl Iterator<Item = &'static str> {
+    KINDS.iter().map(|kind| kind.name)
+}
+
+/// The kind named `name`.
+pub fn find(name: &str) -> Option<&'static Registration> {
+    KINDS.iter().find(|kind| kind.name == name)
+}
 
 /// Checks a submission: the kind exists and its input is valid.
 pub fn validate(kind: &str, input: &Value) -> Result<(), Vec<Violation>> {
-    match kind {
-        ItemsReport::NAME => ItemsReport::parse(input).map(drop),
-        Synthetic::NAME => Synthetic::parse(input).map(drop),
-        _ => Err(vec![Violation::new(
+    match find(kind) {
+        Some(kind) => (kind.check)(input),
+        None => Err(vec![Violation::new(
             "/kind",
             "unknown_kind",
-            format!("unknown job kind; expected one of: {}", NAMES.join(", ")),
+            format!("unknown job kind; expected one of: {}", names().collect::<Vec<_>>().join(", ")),
         )]),
     }
 }
@@ -86,5 +123,15 @@ mod tests {
         assert_eq!(extra[0].code, "invalid_input");
         assert!(validate(ItemsReport::NAME, &json!({})).is_ok());
         assert!(validate(Synthetic::NAME, &json!({"work_ms": 5})).is_ok());
+        assert!(unknown[0].detail.ends_with("items_report, synthetic"), "{}", unknown[0].detail);
+    }
+
+    #[test]
+    fn names_are_unique_and_snake_case() {
+        let mut seen = std::collections::HashSet::new();
+        for name in names() {
+            assert!(seen.insert(name), "{name} is registered twice");
+            assert!(name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'), "{name}");
+        }
     }
 }

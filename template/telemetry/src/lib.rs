@@ -15,7 +15,6 @@
 //! | `OTEL_TRACES_EXPORTER=none`, `OTEL_SDK_DISABLED=true` | No export; disabled also drops the span layer entirely. |
 
 pub mod export;
-pub mod health;
 pub mod logs;
 pub mod metrics;
 pub mod propagation;
@@ -75,7 +74,6 @@ pub struct Settings {
     /// `service.name` when neither `OTEL_SERVICE_NAME` nor
     /// `OTEL_RESOURCE_ATTRIBUTES` names one.
     pub service_name: String,
-    /// The log format.
     pub log_format: LogFormat,
     /// Where log lines go (stdout for a server).
     pub writer: BoxMakeWriter,

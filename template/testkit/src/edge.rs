@@ -14,10 +14,9 @@ use tokio::io::AsyncBufReadExt as _;
 use tokio::process::Child;
 use tokio::time::Instant;
 
-#[path = "edge_config.rs"]
-mod config;
+use edge_config as config;
 
-pub use config::Upstream;
+pub use edge_config::Upstream;
 
 /// `infra/nginx` of this workspace.
 pub fn source() -> PathBuf {
@@ -47,7 +46,7 @@ impl Edge {
             "nginx is not installed (on Debian: apt-get install nginx; `cargo xtask ci` installs it as root)",
         )?;
         let prefix = std::env::temp_dir().join(format!("edge-{}", uuid::Uuid::now_v7().simple()));
-        let addr = free_port()?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], crate::probe::free_port()));
         let upstreams: Vec<Upstream> = replicas.iter().copied().map(Upstream::up).collect();
         config::render(&source(), &prefix, addr, &upstreams).context("rendering the edge configuration")?;
         let mut child = tokio::process::Command::from(config::foreground(&nginx, &prefix))
@@ -144,10 +143,6 @@ impl Drop for Edge {
         }
         let _ = std::fs::remove_dir_all(&self.prefix);
     }
-}
-
-fn free_port() -> anyhow::Result<SocketAddr> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
 fn signal(pid: u32, name: &str) -> anyhow::Result<()> {

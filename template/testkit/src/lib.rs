@@ -10,9 +10,12 @@
 //! RabbitMQ node a test may kill outright. [`edge::Edge`] is the NGINX edge
 //! of `infra/nginx` in front of real replicas.
 
+#[cfg(feature = "api")]
+pub mod app;
 mod database;
 pub mod edge;
 pub mod otlp;
+pub mod probe;
 pub mod promtool;
 mod proxy;
 {% if worker %}mod rabbit_server;

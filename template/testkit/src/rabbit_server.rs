@@ -58,7 +58,7 @@ impl RabbitServer {
     /// installed) on a free loopback port, with a fresh data directory, and
     /// waits until it has fully booted and speaks AMQP.
     pub async fn start() -> anyhow::Result<Self> {
-        let port = free_port()?;
+        let port = node_port()?;
         let dir = std::env::temp_dir().join(format!("testkit-rabbitmq-{port}-{}", std::process::id()));
         if dir.exists() {
             fs::remove_dir_all(&dir).with_context(|| format!("removing the stale {}", dir.display()))?;
@@ -197,7 +197,7 @@ impl RabbitServer {
         let script = if Path::new(SERVER_SCRIPT).exists() { SERVER_SCRIPT } else { "rabbitmq-server" };
         // The distribution port need not survive a restart: a fresh one each
         // time, so that losing the old one cannot stop the node from booting.
-        let dist_port = free_port()?;
+        let dist_port = node_port()?;
         let child = Command::new(script)
             .env_clear()
             .envs(self.env(dist_port))
@@ -326,7 +326,7 @@ impl Drop for RabbitServer {
 /// free when the node comes back: there, no other test's `bind(0)` takes it
 /// meanwhile, and no client reconnecting to the dead node connects to itself
 /// (its source port comes from the ephemeral range and could be this port).
-fn free_port() -> anyhow::Result<u16> {
+fn node_port() -> anyhow::Result<u16> {
     static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
     // Ports other services on a developer machine expect to be theirs.
     const KNOWN: [u16; 6] = [4369, 5671, 5672, 15672, 15692, 25672];

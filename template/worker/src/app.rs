@@ -2,15 +2,13 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use anyhow::Context;
-use secrecy::ExposeSecret;
+use service::Lifecycle;
 use sqlx::PgPool;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -31,13 +29,7 @@ impl Worker {
     /// Binds the health port and builds the pool (which connects lazily:
     /// the worker starts, not ready, while Postgres is away).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let options = PgConnectOptions::from_str(config.database_url.expose_secret())
-            .context("parsing DATABASE_URL")?
-            .application_name(concat!(env!("PROJECT_NAME"), "-worker"));
-        let db = PgPoolOptions::new()
-            .max_connections(config.db_max_connections)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_lazy_with(options);
+        let db = service::database::pool(&config.database, concat!(env!("PROJECT_NAME"), "-worker"))?;
         let listener =
             TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
         let metrics = Arc::new(Metrics::new(db.clone()));
@@ -58,12 +50,12 @@ impl Worker {
     ) -> anyhow::Result<()> {
         let Self { listener, config, db, metrics } = self;
         let consuming = Arc::new(AtomicBool::new(false));
-        let draining = Arc::new(AtomicBool::new(false));
+        let lifecycle = Lifecycle::default();
         let health = Health {
             db: db.clone(),
             metrics: metrics.clone(),
             consuming: consuming.clone(),
-            draining: draining.clone(),
+            lifecycle: lifecycle.clone(),
         };
         let (stop_http, http_stopped) = watch::channel(false);
         let server = axum::serve(listener, http::router(health)).with_graceful_shutdown(async move {
@@ -75,10 +67,10 @@ impl Worker {
 
         let gauges = tokio::spawn(crate::gauges::watch(config.clone(), db.clone(), metrics.clone()));
         let (stop, stopped) = watch::channel(false);
-        let runner = Arc::new(Runner::new(config, db.clone(), metrics, consuming, draining.clone()));
+        let runner = Arc::new(Runner::new(config, db.clone(), metrics, consuming, lifecycle.clone()));
         let consumer = tokio::spawn(runner.supervise(stopped));
         shutdown.await;
-        draining.store(true, Ordering::Release);
+        lifecycle.start_draining();
         tracing::info!("shutdown requested: readiness is now 503");
         let _ = stop.send(true);
         consumer.await.context("the consumer task failed")?;
@@ -88,29 +80,5 @@ impl Worker {
         let _ = tokio::time::timeout(Duration::from_secs(2), db.close()).await;
         tracing::info!("stopped");
         Ok(())
-    }
-}
-
-/// Completes on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
     }
 }

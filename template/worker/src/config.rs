@@ -1,45 +1,43 @@
 //! The worker's configuration: flags, environment variables, defaults.
 //! Every setting is checked before anything starts, and every problem is
-//! reported at once.
+//! reported at once (see `service::settings`). The Postgres settings are the
+//! api's (`service::database`), with a larger pool: each running job holds a
+//! connection.
 
-use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 use std::time::Duration;
 
 use clap::Parser;
 use secrecy::SecretString;
-use sqlx::postgres::PgConnectOptions;
+use service::database::{DatabaseConfig, DatabaseSettings};
+use service::settings::{at_least, duration};
+use service::{ConfigErrors, Problems, defaults};
 
 /// The command line of the `worker` binary.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "worker", version, about = "The job worker.")]
+#[command(
+    name = "worker",
+    version,
+    about = "The job worker.",
+    args_conflicts_with_subcommands = true,
+    mut_arg("db_max_connections", |a| a.default_value("20")
+        .help("Most Postgres connections; each running job holds one, so at least WORKER_CONCURRENCY")),
+    mut_arg("db_acquire_timeout", |a| a.default_value("5s")),
+    mut_arg("db_statement_timeout", |a| a.default_value("30s")
+        .help("Postgres cancels any single statement of a job that runs longer (statement_timeout)")),
+)]
 pub struct Cli {
     /// Address the health and metrics endpoints listen on.
     #[arg(long, env = "HOST", default_value = "0.0.0.0")]
     pub host: String,
-    /// Port of `/healthz`, `/readyz` and `/metrics`.
-    #[arg(long, env = "PORT", default_value = "8081")]
-    pub port: String,
-    /// Postgres URL (the api's database).
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = concat!("postgres://postgres@127.0.0.1:5432/", env!("PROJECT_NAME")),
-        hide_env_values = true
-    )]
-    pub database_url: String,
-    /// Most Postgres connections; each running job holds one.
-    #[arg(long, env = "DB_MAX_CONNECTIONS", default_value = "20")]
-    pub db_max_connections: String,
+    #[command(flatten)]
+    pub port: PortSetting,
+    #[command(flatten, next_help_heading = "Postgres")]
+    pub database: DatabaseSettings,
     /// RabbitMQ URL. Its `heartbeat` query parameter (seconds) sets how fast
     /// a dead link is noticed (default 10).
-    #[arg(
-        long,
-        env = "AMQP_URL",
-        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
-        hide_env_values = true
-    )]
+    #[arg(long, env = "AMQP_URL", default_value = defaults::AMQP_URL, hide_env_values = true)]
     pub amqp_url: String,
     /// Prefix of every queue and exchange name; the api must use the same.
     #[arg(long, env = "AMQP_QUEUE_PREFIX", default_value = env!("PROJECT_NAME"))]
@@ -66,12 +64,27 @@ pub struct Cli {
     pub command: Option<Command>,
 }
 
+/// The port of the health and metrics endpoints, which `worker healthcheck`
+/// reads too.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PortSetting {
+    /// Port of `/healthz`, `/readyz` and `/metrics`.
+    #[arg(long, env = "PORT", default_value = "8081")]
+    pub port: String,
+}
+
+impl PortSetting {
+    pub fn validate(&self, p: &mut Problems) -> Option<u16> {
+        p.parse("PORT", &self.port, u16::from_str)
+    }
+}
+
 /// `worker <command>`.
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum Command {
     /// Exit 0 if the worker on this host's PORT answers `GET /healthz` with
     /// 200 (the container image's HEALTHCHECK: it has no shell or curl).
-    Healthcheck,
+    Healthcheck(PortSetting),
 }
 
 /// Validated configuration.
@@ -79,11 +92,8 @@ pub enum Command {
 pub struct Config {
     /// Where the health endpoints listen.
     pub listen: SocketAddr,
-    /// Postgres URL.
-    pub database_url: SecretString,
-    /// Pool size.
-    pub db_max_connections: u32,
-    /// RabbitMQ URL.
+    pub database: DatabaseConfig,
+    /// It may carry a password, so it never prints.
     pub amqp_url: SecretString,
     /// Queue names.
     pub topology: jobs::Topology,
@@ -95,7 +105,6 @@ pub struct Config {
     pub max_attempts: i32,
     /// Drain time on SIGTERM.
     pub shutdown_grace: Duration,
-    /// Log format.
     pub log_format: LogFormat,
     /// Name recorded with each effect (host and process id).
     pub name: String,
@@ -109,104 +118,59 @@ impl Cli {
         Self::parse_from(["worker"])
     }
 
-    /// Checks every setting; the error lists every problem, one per line.
-    pub fn validate(&self) -> Result<Config, String> {
-        let mut problems = Vec::new();
-        let mut check = |name: &str, raw: &str, ok: Result<(), String>| {
-            if let Err(err) = ok {
-                problems.push(format!("{name}={raw:?}: {err}"));
-            }
-        };
-        let host = IpAddr::from_str(&self.host);
-        check("HOST", &self.host, host.as_ref().map(drop).map_err(ToString::to_string));
-        let port = u16::from_str(&self.port);
-        check("PORT", &self.port, port.as_ref().map(drop).map_err(ToString::to_string));
-        let db = PgConnectOptions::from_str(&self.database_url);
-        check("DATABASE_URL", "…", db.as_ref().map(drop).map_err(ToString::to_string));
-        let pool = u32::from_str(&self.db_max_connections)
-            .map_err(|e| e.to_string())
-            .and_then(|n| if n >= 2 { Ok(n) } else { Err("must be at least 2".to_owned()) });
-        check("DB_MAX_CONNECTIONS", &self.db_max_connections, pool.as_ref().map(drop).map_err(Clone::clone));
-        check("AMQP_URL", "…", jobs::broker::validate_url(&self.amqp_url));
+    /// Checks every setting, reporting every problem at once.
+    pub fn validate(&self) -> Result<Config, ConfigErrors> {
+        let mut p = Problems::default();
+        let host = p.parse("HOST", &self.host, IpAddr::from_str);
+        let port = self.port.validate(&mut p);
+        let database = self.database.validate(&mut p);
+        let amqp_url = p.parse_secret("AMQP_URL", &self.amqp_url, |raw| {
+            jobs::broker::validate_url(raw).map(|()| SecretString::from(raw.to_owned()))
+        });
         let prefix = self.amqp_queue_prefix.trim();
-        check(
-            "AMQP_QUEUE_PREFIX",
-            prefix,
-            if prefix.is_empty() { Err("must not be empty".to_owned()) } else { Ok(()) },
-        );
-        let concurrency = u16::from_str(&self.worker_concurrency)
-            .map_err(|e| e.to_string())
-            .and_then(|n| if n >= 1 { Ok(n) } else { Err("must be at least 1".to_owned()) });
-        check(
-            "WORKER_CONCURRENCY",
-            &self.worker_concurrency,
-            concurrency.as_ref().map(drop).map_err(Clone::clone),
-        );
-        let delays: Result<Vec<Duration>, String> = self
-            .job_retry_delays
-            .split(',')
-            .map(|d| humantime::parse_duration(d.trim()).map_err(|e| e.to_string()))
-            .collect::<Result<Vec<_>, _>>()
-            .and_then(|d| {
-                if d.iter().all(|d| !d.is_zero()) {
-                    Ok(d)
-                } else {
-                    Err("every delay must be more than zero".to_owned())
-                }
+        p.check(!prefix.is_empty(), || "AMQP_QUEUE_PREFIX must not be empty".to_owned());
+        let concurrency = p.parse("WORKER_CONCURRENCY", &self.worker_concurrency, at_least(1u16));
+        let retry_delays = p.parse("JOB_RETRY_DELAYS", &self.job_retry_delays, parse_delays);
+        let max_attempts = p.parse("JOB_MAX_ATTEMPTS", &self.job_max_attempts, at_least(1i32));
+        let shutdown_grace = p.parse("SHUTDOWN_GRACE", &self.shutdown_grace, duration);
+        let log_format = p.parse("LOG_FORMAT", &self.log_format, LogFormat::from_str);
+        if let (Some(database), Some(concurrency)) = (&database, concurrency) {
+            let pool = database.max_connections;
+            p.check(pool >= u32::from(concurrency), || {
+                format!(
+                    "DB_MAX_CONNECTIONS ({pool}) must be at least WORKER_CONCURRENCY ({concurrency}): each running job holds a connection"
+                )
             });
-        check("JOB_RETRY_DELAYS", &self.job_retry_delays, delays.as_ref().map(drop).map_err(Clone::clone));
-        let max_attempts = i32::from_str(&self.job_max_attempts)
-            .map_err(|e| e.to_string())
-            .and_then(|n| if n >= 1 { Ok(n) } else { Err("must be at least 1".to_owned()) });
-        check(
-            "JOB_MAX_ATTEMPTS",
-            &self.job_max_attempts,
-            max_attempts.as_ref().map(drop).map_err(Clone::clone),
-        );
-        let grace = humantime::parse_duration(&self.shutdown_grace);
-        check("SHUTDOWN_GRACE", &self.shutdown_grace, grace.as_ref().map(drop).map_err(ToString::to_string));
-        let log_format = self.log_format.parse::<LogFormat>();
-        check("LOG_FORMAT", &self.log_format, log_format.as_ref().map(drop).map_err(Clone::clone));
-        if let (Ok(pool), Ok(concurrency)) = (&pool, &concurrency)
-            && *pool < u32::from(*concurrency)
-        {
-            problems.push(format!(
-                "DB_MAX_CONNECTIONS ({pool}) must be at least WORKER_CONCURRENCY ({concurrency}): each running job holds a connection"
-            ));
         }
-        match (host, port, pool, concurrency, delays, max_attempts, grace, log_format) {
-            (
-                Ok(host),
-                Ok(port),
-                Ok(pool),
-                Ok(concurrency),
-                Ok(delays),
-                Ok(max_attempts),
-                Ok(grace),
-                Ok(log_format),
-            ) if problems.is_empty() => Ok(Config {
-                listen: SocketAddr::new(host, port),
-                database_url: SecretString::from(self.database_url.clone()),
-                db_max_connections: pool,
-                amqp_url: SecretString::from(self.amqp_url.clone()),
-                topology: jobs::Topology::new(prefix),
-                concurrency,
-                retry_delays: delays,
-                max_attempts,
-                shutdown_grace: grace,
-                log_format,
-                name: format!(
-                    "{}-{}",
-                    std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".to_owned()),
-                    std::process::id()
-                ),
-            }),
-            _ => Err(problems.iter().fold(String::new(), |mut out, p| {
-                let _ = writeln!(out, "  {p}");
-                out
-            })),
-        }
+        let missing = "a setting without a problem has a value";
+        p.finish(|| Config {
+            listen: SocketAddr::new(host.expect(missing), port.expect(missing)),
+            database: database.expect(missing),
+            amqp_url: amqp_url.expect(missing),
+            topology: jobs::Topology::new(prefix),
+            concurrency: concurrency.expect(missing),
+            retry_delays: retry_delays.expect(missing),
+            max_attempts: max_attempts.expect(missing),
+            shutdown_grace: shutdown_grace.expect(missing),
+            log_format: log_format.expect(missing),
+            name: format!(
+                "{}-{}",
+                std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".to_owned()),
+                std::process::id()
+            ),
+        })
     }
+}
+
+fn parse_delays(raw: &str) -> Result<Vec<Duration>, String> {
+    let delays = raw
+        .split(',')
+        .map(|d| duration(d.trim()).map_err(|e| e.to_string()))
+        .collect::<Result<Vec<_>, _>>()?;
+    if delays.iter().any(Duration::is_zero) {
+        return Err("every delay must be more than zero".to_owned());
+    }
+    Ok(delays)
 }
 
 impl Config {
@@ -232,11 +196,11 @@ mod tests {
     #[test]
     fn every_problem_is_reported_at_once() {
         let mut cli = Cli::defaults();
-        cli.port = "high".into();
+        cli.port.port = "high".into();
         cli.worker_concurrency = "0".into();
         cli.job_retry_delays = "1s,soon".into();
         cli.amqp_url = "http://nope".into();
-        let problems = cli.validate().expect_err("invalid");
+        let problems = cli.validate().expect_err("invalid").to_string();
         for name in ["PORT", "WORKER_CONCURRENCY", "JOB_RETRY_DELAYS", "AMQP_URL"] {
             assert!(problems.contains(name), "{name} missing from {problems}");
         }
@@ -258,7 +222,7 @@ mod tests {
     fn the_pool_must_hold_every_running_job() {
         let mut cli = Cli::defaults();
         cli.worker_concurrency = "32".into();
-        let problems = cli.validate().expect_err("pool too small");
+        let problems = cli.validate().expect_err("pool too small").to_string();
         assert!(problems.contains("DB_MAX_CONNECTIONS"), "{problems}");
     }
 }

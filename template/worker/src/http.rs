@@ -9,6 +9,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use service::Lifecycle;
 use sqlx::PgPool;
 
 use crate::metrics::Metrics;
@@ -19,12 +20,11 @@ use telemetry::metrics::Format;
 pub struct Health {
     /// The pool, pinged by `/readyz`.
     pub db: PgPool,
-    /// The metrics.
     pub metrics: Arc<Metrics>,
     /// Set while consuming from RabbitMQ.
     pub consuming: Arc<AtomicBool>,
-    /// Set once shutdown has begun.
-    pub draining: Arc<AtomicBool>,
+    /// Draining once shutdown has begun.
+    pub lifecycle: Lifecycle,
 }
 
 /// The router.
@@ -40,7 +40,7 @@ pub fn router(health: Health) -> Router {
 }
 
 async fn ready(State(health): State<Health>) -> Response {
-    let problem = if health.draining.load(Ordering::Acquire) {
+    let problem = if health.lifecycle.is_draining() {
         Some("draining")
     } else if !health.consuming.load(Ordering::Acquire) {
         Some("not consuming from RabbitMQ")

@@ -1,13 +1,15 @@
 //! What each job kind does. A kind's name and input are the contract (in
 //! the `jobs` crate); its effect lives here, one file per kind.
 //!
-//! Adding a kind: its contract in `jobs/src/kinds/`, a file here
-//! implementing [`Job`], and one line in [`run`].
+//! Adding a kind: its contract in `jobs/src/kinds/` (one line in
+//! `jobs::kinds::KINDS`), a file here implementing [`Job`], and one line in
+//! [`EFFECTS`]. A test holds the two registries to the same kinds.
 
 pub mod items_report;
 pub mod synthetic;
 
 use std::future::Future;
+use std::pin::Pin;
 
 use jobs::kinds::{ItemsReport, Kind, Synthetic};
 use serde_json::Value;
@@ -48,12 +50,37 @@ pub trait Job: Kind {
     -> impl Future<Output = Result<Value, JobError>> + Send;
 }
 
+/// A kind's effect, as the registry holds it.
+type Effect = for<'a, 'c> fn(
+    &'a Value,
+    &'a mut Context<'c>,
+) -> Pin<Box<dyn Future<Output = Result<Value, JobError>> + Send + 'a>>;
+
+/// Every kind's effect, by name: the one list to extend.
+const EFFECTS: &[(&str, Effect)] = &[effect::<ItemsReport>(), effect::<Synthetic>()];
+
+const fn effect<K: Job + 'static>() -> (&'static str, Effect)
+where
+    K::Input: Send,
+{
+    (K::NAME, boxed::<K>)
+}
+
+fn boxed<'a, K: Job + 'static>(
+    input: &'a Value,
+    ctx: &'a mut Context<'_>,
+) -> Pin<Box<dyn Future<Output = Result<Value, JobError>> + Send + 'a>>
+where
+    K::Input: Send,
+{
+    Box::pin(execute::<K>(input, ctx))
+}
+
 /// Runs the job of kind `kind`.
 pub async fn run(kind: &str, input: &Value, ctx: &mut Context<'_>) -> Result<Value, JobError> {
-    match kind {
-        ItemsReport::NAME => execute::<ItemsReport>(input, ctx).await,
-        Synthetic::NAME => execute::<Synthetic>(input, ctx).await,
-        _ => Err(JobError::Permanent(format!("unknown job kind {kind:?}"))),
+    match EFFECTS.iter().find(|(name, _)| *name == kind) {
+        Some((_, effect)) => effect(input, ctx).await,
+        None => Err(JobError::Permanent(format!("unknown job kind {kind:?}"))),
     }
 }
 
@@ -67,4 +94,16 @@ where
         JobError::Permanent(format!("invalid input: {}", details.join("; ")))
     })?;
     K::run(input, ctx).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_the_api_accepts_has_exactly_one_effect() {
+        let effects: Vec<&str> = EFFECTS.iter().map(|(name, _)| *name).collect();
+        let accepted: Vec<&str> = jobs::kinds::names().collect();
+        assert_eq!(effects, accepted, "worker/src/kinds.rs EFFECTS and jobs::kinds::KINDS differ");
+    }
 }

@@ -13,10 +13,10 @@ mod gauges;
 pub mod http;
 pub mod kinds;
 pub mod metrics;
+pub mod observability;
 pub mod store;
-pub mod telemetry;
 
 mod app;
 
-pub use app::{Worker, shutdown_signal};
+pub use app::Worker;
 pub use config::{Cli, Command, Config};

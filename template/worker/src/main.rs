@@ -3,22 +3,31 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use worker::{Cli, Worker};
+use service::Problems;
+use worker::{Cli, Command, Worker};
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Healthcheck(port)) = &cli.command {
+        let mut p = Problems::default();
+        let port = port.validate(&mut p);
+        return match p.finish(|| port.unwrap_or_default()) {
+            Ok(port) => service::healthcheck::check(port),
+            Err(errors) => {
+                eprintln!("{errors}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let config = match cli.validate() {
         Ok(config) => config,
-        Err(problems) => {
-            eprintln!("worker: invalid configuration:\n{problems}");
+        Err(errors) => {
+            eprintln!("{errors}");
             return ExitCode::from(2);
         }
     };
-    if matches!(cli.command, Some(worker::Command::Healthcheck)) {
-        return telemetry::health::check(config.listen.port());
-    }
-    let telemetry = match worker::telemetry::init(config.log_format) {
+    let telemetry = match worker::observability::init(config.log_format) {
         Ok(telemetry) => telemetry,
         Err(err) => {
             eprintln!("worker: {err:#}");
@@ -26,7 +35,7 @@ async fn main() -> ExitCode {
         }
     };
     let result =
-        async { Worker::build(config).await?.run_until_stopped(worker::shutdown_signal()).await }.await;
+        async { Worker::build(config).await?.run_until_stopped(service::shutdown::signal()).await }.await;
     let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

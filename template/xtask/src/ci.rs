@@ -1,31 +1,15 @@
 //! `cargo xtask ci`: formatting, lints and every test, against the real
 //! services. `.ci/run` starts the services, then runs this.
 
-mod containers;
-mod k8s;
-pub mod nginx;
-mod observability;
-
-use std::path::Path;
-use std::process::Command;
-
 use anyhow::bail;
 
+use crate::checks::{lint_infra, lint_layers, lint_observability, lint_workflows};
 use crate::cmd;
-use crate::tools::{self, Source, Tool};
-
-pub use observability::lint_observability;
-
-/// The static checks of `infra/` (nginx, images, Compose, Kubernetes).
-pub fn lint_infra(root: &Path) -> anyhow::Result<()> {
-    nginx::lint_nginx(root)?;
-    containers::lint_containers(root)?;
-    k8s::lint_k8s(root)
-}
+use crate::tools;
 
 /// Options of `ci`.
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Skip formatting and clippy (tests only).
     #[arg(long)]
     tests_only: bool,
@@ -42,7 +26,7 @@ const POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 {% endif %}{% if worker %}const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 {% endif %}
 /// Runs every check; stops at the first failure.
-pub fn run(args: &Args) -> anyhow::Result<()> {
+pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
     // Tests create a database each on this server.
     let database_url = std::env::var("DATABASE_URL").unwrap_or_else(|_| POSTGRES.to_owned());
     let pg = cmd::address(&database_url, 5432);
@@ -63,6 +47,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     }
 {% endif %}    if !args.tests_only {
         lint_workflows(&cmd::root())?;
+        lint_layers(&cmd::root(), false)?;
         lint_observability(&cmd::root())?;
         lint_infra(&cmd::root())?;
         cmd::run(cmd::cargo().args(["fmt", "--all", "--check"]))?;
@@ -81,7 +66,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     }
     // The metrics tests run `promtool check metrics` on every scrape; the
     // end-to-end tests run the edge in front of the replicas.
-    tools::ensure(&[tools::PROMTOOL, nginx::NGINX])?;
+    tools::ensure(&[tools::PROMTOOL, crate::checks::nginx::NGINX])?;
     // The same selection as clippy, so nothing is rebuilt for other features.
     let mut tests = cmd::cargo();
     if tools::found("cargo-nextest") {
@@ -102,39 +87,4 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         crate::compose_test::run(&crate::compose_test::Args::default())?;
     }
     Ok(())
-}
-
-/// The `KEY=value` lines of an env file (`.env.example`, kustomize's env
-/// files): no quotes, no comments after values, an optional `export `.
-pub(crate) fn env_pairs(text: &str) -> Vec<(String, String)> {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .filter_map(|l| l.strip_prefix("export ").unwrap_or(l).split_once('='))
-        .map(|(k, v)| (k.trim().to_owned(), v.to_owned()))
-        .collect()
-}
-
-/// check-jsonschema, for the workflow, Compose and KEDA schemas.
-pub(crate) const SCHEMA_CHECKER: Tool =
-    Tool { binary: "check-jsonschema", source: Source::Pip("check-jsonschema") };
-
-/// Every GitHub workflow under `dir` passes actionlint and the workflow schema.
-pub fn lint_workflows(dir: &Path) -> anyhow::Result<()> {
-    let Ok(entries) = std::fs::read_dir(dir.join(".github/workflows")) else { return Ok(()) };
-    let workflows: Vec<_> = entries
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yml" || e == "yaml"))
-        .collect();
-    if workflows.is_empty() {
-        return Ok(());
-    }
-    tools::ensure(&[SCHEMA_CHECKER])?;
-    cmd::run(tools::actionlint()?.args(&workflows))?;
-    cmd::run(
-        Command::new("check-jsonschema")
-            .args(["--builtin-schema", "vendor.github-workflows"])
-            .args(&workflows),
-    )
 }

@@ -6,25 +6,25 @@ use std::process::Command;
 use anyhow::{Context, bail};
 
 /// The workspace root (xtask lives one level below it).
-pub fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask sits in the workspace").to_path_buf()
 }
 
 /// Where cargo puts build output: `CARGO_TARGET_DIR` (relative to the root,
 /// where [`cargo`] runs), or `target/`.
-pub fn target_dir() -> PathBuf {
+pub(crate) fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), |dir| root().join(dir))
 }
 
 /// A `cargo` command run from the workspace root.
-pub fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     command.current_dir(root());
     command
 }
 
 /// Runs `command`, failing with its command line if it fails.
-pub fn run(command: &mut Command) -> anyhow::Result<()> {
+pub(crate) fn run(command: &mut Command) -> anyhow::Result<()> {
     let line = describe(command);
     eprintln!("$ {line}");
     let status = command.status().with_context(|| format!("starting `{line}`"))?;
@@ -35,7 +35,7 @@ pub fn run(command: &mut Command) -> anyhow::Result<()> {
 }
 
 /// The command line of `command`, for messages.
-pub fn describe(command: &Command) -> String {
+pub(crate) fn describe(command: &Command) -> String {
     std::iter::once(command.get_program())
         .chain(command.get_args())
         .map(|s| s.to_string_lossy().into_owned())
@@ -44,7 +44,7 @@ pub fn describe(command: &Command) -> String {
 }
 
 /// Whether a TCP connection to `addr` succeeds within a second.
-pub fn reachable(addr: &str) -> bool {
+pub(crate) fn reachable(addr: &str) -> bool {
     use std::net::{TcpStream, ToSocketAddrs};
     addr.to_socket_addrs()
         .ok()
@@ -53,7 +53,7 @@ pub fn reachable(addr: &str) -> bool {
 }
 
 /// `host:port` of a service URL (`default_port` when it names none).
-pub fn address(url: &str, default_port: u16) -> String {
+pub(crate) fn address(url: &str, default_port: u16) -> String {
     let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
     let authority = after_scheme.split(['/', '?']).next().unwrap_or_default();
     let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
@@ -62,13 +62,13 @@ pub fn address(url: &str, default_port: u16) -> String {
 
 /// A scratch folder under the system's temp dir, removed when dropped. (No
 /// tempfile crate: generated projects' xtask does not depend on it.)
-pub struct Scratch {
+pub(crate) struct Scratch {
     path: PathBuf,
 }
 
 impl Scratch {
     /// Creates `xtask-LABEL-PID-NANOS`.
-    pub fn new(label: &str) -> anyhow::Result<Self> {
+    pub(crate) fn new(label: &str) -> anyhow::Result<Self> {
         let nanos =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
         let path = std::env::temp_dir().join(format!("xtask-{label}-{}-{nanos}", std::process::id()));
@@ -77,7 +77,7 @@ impl Scratch {
     }
 
     /// The folder.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 }

@@ -49,7 +49,7 @@ const HANDLER: &str = "api/src/routes/health.rs";
 
 /// Options of `compose-test`.
 #[derive(clap::Args, Default)]
-pub struct Args {
+pub(crate) struct Args {
     /// NGINX's published port (default: a free one).
     #[arg(long)]
     http_port: Option<u16>,
@@ -79,7 +79,7 @@ impl Report {
 }
 
 /// Runs every step; see the module's header.
-pub fn run(args: &Args) -> anyhow::Result<()> {
+pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
     let started = Instant::now();
     let root = cmd::root();
     let scratch = Scratch::new("compose-test")?;

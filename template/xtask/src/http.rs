@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 
 /// One response.
 #[derive(Debug)]
-pub struct Response {
+pub(crate) struct Response {
     /// The status code.
     pub status: u16,
     /// Header names (lowercase) and values, in order.
@@ -23,13 +23,13 @@ pub struct Response {
 
 impl Response {
     /// The first value of header `name` (lowercase).
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 }
 
 /// One request: `headers` are sent as given, a body as JSON.
-pub fn exchange(
+pub(crate) fn exchange(
     addr: SocketAddr,
     method: &str,
     path: &str,
@@ -93,12 +93,12 @@ fn dechunk(mut rest: &[u8]) -> anyhow::Result<Vec<u8>> {
 }
 
 /// A port nothing listens on now.
-pub fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// Waits until `GET path` answers 200, for at most `within`.
-pub fn wait_ok(addr: SocketAddr, path: &str, within: Duration) -> anyhow::Result<()> {
+pub(crate) fn wait_ok(addr: SocketAddr, path: &str, within: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {
         if exchange(addr, "GET", path, &[], None).is_ok_and(|r| r.status == 200) {

@@ -12,6 +12,7 @@
 //! - `bench`: the api against bare axum, as ratios from one run.
 
 mod bench;
+mod checks;
 mod ci;
 mod cmd;
 mod compose_test;
@@ -42,6 +43,12 @@ enum Command {
     LintObservability,
     /// Check infra/ only: nginx, the Dockerfiles, Compose and the Kubernetes manifests, as `ci` does.
     LintInfra,
+    /// Prove that the modules of api/src and worker/src depend on each other without a cycle.
+    LintLayers {
+        /// Print each crate's module graph as well.
+        #[arg(long)]
+        print: bool,
+    },
     /// Measure the api against bare axum (wrk, release builds, one run).
     Bench(bench::Args),
 }
@@ -51,9 +58,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Up(args) => up::run(&args),
         Command::Ci(args) => ci::run(&args),
-        Command::LintObservability => ci::lint_observability(&cmd::root()),
+        Command::LintObservability => checks::lint_observability(&cmd::root()),
         Command::ComposeTest(args) => compose_test::run(&args),
-        Command::LintInfra => ci::lint_infra(&cmd::root()),
+        Command::LintInfra => checks::lint_infra(&cmd::root()),
+        Command::LintLayers { print } => checks::lint_layers(&cmd::root(), print),
         Command::Bench(args) => bench::run(&args),
     };
     match result {

@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use crate::ci::nginx::{NGINX, edge_config};
+use crate::checks::nginx::NGINX;
 use crate::{cmd, tools};
 
 /// Options of `up`.
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// The public port: NGINX, in front of every replica.
     #[arg(long, env = "PORT", default_value_t = 8080)]
     port: u16,
@@ -106,7 +106,7 @@ fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
 
 /// Checks, builds, migrates, starts everything, serves until Ctrl-C,
 /// SIGTERM or SIGHUP.
-pub fn run(args: &Args) -> anyhow::Result<()> {
+pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
     let stop = stop_on_signals()?;
     check_services(args)?;
     tools::ensure(&[NGINX])?;

@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use testkit::TestDatabase;
 use testkit::app::TestApp;
-pub use testkit::probe::{free_port, total, wait_until};
+pub(crate) use testkit::probe::{free_port, total, wait_until};
 use tokio::process::{Child, Command};
 use tokio::sync::{Mutex, oneshot};
 use tokio::task::JoinHandle;
@@ -30,11 +30,11 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 /// Short retry delays, so retries finish within a test.
-pub const RETRY_DELAYS: &str = "50ms,100ms";
+pub(crate) const RETRY_DELAYS: &str = "50ms,100ms";
 
 /// Where the services of a stack are.
 #[derive(Debug, Clone)]
-pub struct Endpoints {
+pub(crate) struct Endpoints {
     /// Postgres, as the api and workers see it (possibly through a proxy).
     pub database_url: String,
     /// RabbitMQ, as the api and workers see it (possibly through a proxy).
@@ -42,7 +42,7 @@ pub struct Endpoints {
 }
 
 /// An api instance and its database, plus the workers started for it.
-pub struct Stack {
+pub(crate) struct Stack {
     /// The api's address.
     pub api: SocketAddr,
     /// A direct pool to the database (never through a proxy).
@@ -60,7 +60,7 @@ pub struct Stack {
 
 impl Stack {
     /// A stack on the shared services.
-    pub async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         Self::start_with(
             |database| Endpoints {
                 database_url: database.url(),
@@ -73,7 +73,7 @@ impl Stack {
 
     /// A stack whose endpoints `endpoints` chooses (given its database),
     /// with a hook on the api's config.
-    pub async fn start_with(
+    pub(crate) async fn start_with(
         endpoints: impl FnOnce(&TestDatabase) -> Endpoints,
         configure: impl FnOnce(&mut api::Config),
     ) -> Self {
@@ -117,12 +117,12 @@ impl Stack {
 
     /// Uses `url` for direct broker inspection (when the stack runs on a
     /// broker of the test's own).
-    pub fn inspect_broker_at(&mut self, url: String) {
+    pub(crate) fn inspect_broker_at(&mut self, url: String) {
         self.direct_amqp = url;
     }
 
     /// Worker settings for this stack.
-    pub fn worker_cli(&self) -> worker::Cli {
+    pub(crate) fn worker_cli(&self) -> worker::Cli {
         let mut cli = worker::Cli::defaults();
         cli.host = "127.0.0.1".into();
         cli.port.port = "0".into();
@@ -137,14 +137,14 @@ impl Stack {
     }
 
     /// Starts a worker in this process and waits until it is ready.
-    pub async fn worker(&self, tweak: impl FnOnce(&mut worker::Cli)) -> InProcessWorker {
+    pub(crate) async fn worker(&self, tweak: impl FnOnce(&mut worker::Cli)) -> InProcessWorker {
         let worker = self.spawn_worker(tweak).await;
         worker.wait_ready().await;
         worker
     }
 
     /// Starts a worker in this process without waiting for it.
-    pub async fn spawn_worker(&self, tweak: impl FnOnce(&mut worker::Cli)) -> InProcessWorker {
+    pub(crate) async fn spawn_worker(&self, tweak: impl FnOnce(&mut worker::Cli)) -> InProcessWorker {
         let mut cli = self.worker_cli();
         tweak(&mut cli);
         let config = cli.validate().expect("valid worker settings");
@@ -158,7 +158,7 @@ impl Stack {
     }
 
     /// Starts the `worker` binary as a child process.
-    pub async fn worker_process(&self, tweak: impl FnOnce(&mut worker::Cli)) -> WorkerProcess {
+    pub(crate) async fn worker_process(&self, tweak: impl FnOnce(&mut worker::Cli)) -> WorkerProcess {
         let mut cli = self.worker_cli();
         cli.port.port = free_port().to_string();
         tweak(&mut cli);
@@ -187,17 +187,17 @@ impl Stack {
     }
 
     /// The api's HTTP client (it sends the stack's API key).
-    pub fn client(&self) -> &reqwest::Client {
+    pub(crate) fn client(&self) -> &reqwest::Client {
         &self.client
     }
 
     /// `POST /v1/jobs`.
-    pub async fn submit(&self, body: &Value) -> reqwest::Result<reqwest::Response> {
+    pub(crate) async fn submit(&self, body: &Value) -> reqwest::Result<reqwest::Response> {
         self.submit_with(body, &[]).await
     }
 
     /// `POST /v1/jobs` with extra headers (a `traceparent`, say).
-    pub async fn submit_with(
+    pub(crate) async fn submit_with(
         &self,
         body: &Value,
         headers: &[(&str, &str)],
@@ -210,17 +210,17 @@ impl Stack {
     }
 
     /// `GET` an api path.
-    pub async fn get(&self, path: &str) -> reqwest::Response {
+    pub(crate) async fn get(&self, path: &str) -> reqwest::Response {
         self.client.get(format!("http://{}{path}", self.api)).send().await.expect("the api answers")
     }
 
     /// The api's `/metrics`.
-    pub async fn api_metrics(&self) -> String {
+    pub(crate) async fn api_metrics(&self) -> String {
         self.get("/metrics").await.text().await.expect("metrics")
     }
 
     /// Messages waiting in a queue of this stack.
-    pub async fn queue_depth(&self, queue: &str) -> u32 {
+    pub(crate) async fn queue_depth(&self, queue: &str) -> u32 {
         let connection =
             jobs::broker::connect(&self.direct_amqp, "test inspection").await.expect("connecting");
         let channel = connection.create_channel().await.expect("a channel");
@@ -234,7 +234,7 @@ impl Stack {
     }
 
     /// Stops the api, then deletes this stack's queues.
-    pub async fn finish(mut self) {
+    pub(crate) async fn finish(mut self) {
         let _ = self.app.stop().await;
         if let Ok(connection) = jobs::broker::connect(&self.direct_amqp, "test cleanup").await
             && let Ok(channel) = connection.create_channel().await
@@ -248,7 +248,7 @@ impl Stack {
 }
 
 /// A worker running in the test process.
-pub struct InProcessWorker {
+pub(crate) struct InProcessWorker {
     /// Its health port.
     pub addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
@@ -257,23 +257,23 @@ pub struct InProcessWorker {
 
 impl InProcessWorker {
     /// Waits until `/readyz` answers 200.
-    pub async fn wait_ready(&self) {
+    pub(crate) async fn wait_ready(&self) {
         wait_ready(self.addr).await;
     }
 
     /// The status `/readyz` answers now.
-    pub async fn readiness(&self) -> StatusCode {
+    pub(crate) async fn readiness(&self) -> StatusCode {
         let client = reqwest::Client::builder().no_proxy().build().expect("a client");
         client.get(format!("http://{}/readyz", self.addr)).send().await.expect("readyz").status()
     }
 
     /// Its `/metrics`.
-    pub async fn metrics(&self) -> String {
+    pub(crate) async fn metrics(&self) -> String {
         metrics_of(self.addr).await
     }
 
     /// Stops it and waits.
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -285,7 +285,7 @@ impl InProcessWorker {
 }
 
 /// The `worker` binary, running.
-pub struct WorkerProcess {
+pub(crate) struct WorkerProcess {
     /// Its health port.
     pub addr: SocketAddr,
     /// The process.
@@ -310,12 +310,12 @@ impl WorkerProcess {
     }
 
     /// Its `/metrics`.
-    pub async fn metrics(&self) -> String {
+    pub(crate) async fn metrics(&self) -> String {
         metrics_of(self.addr).await
     }
 
     /// Sends a signal (`"KILL"`, `"TERM"`).
-    pub fn signal(&self, signal: &str) {
+    pub(crate) fn signal(&self, signal: &str) {
         let pid = self.child.id().expect("a running process");
         let status =
             std::process::Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status();
@@ -324,14 +324,14 @@ impl WorkerProcess {
 }
 
 /// The shared RabbitMQ's URL and its socket address.
-pub async fn shared_broker() -> (String, SocketAddr) {
+pub(crate) async fn shared_broker() -> (String, SocketAddr) {
     let url = testkit::services::amqp_url().expect("a RabbitMQ for the tests");
     let addr = address_of(&url).await;
     (url, addr)
 }
 
 /// The broker's address in an AMQP URL.
-pub async fn address_of(url: &str) -> SocketAddr {
+pub(crate) async fn address_of(url: &str) -> SocketAddr {
     let uri: lapin::uri::AMQPUri = url.parse().expect("an AMQP URL");
     tokio::net::lookup_host((uri.authority.host.as_str(), uri.authority.port))
         .await
@@ -342,7 +342,7 @@ pub async fn address_of(url: &str) -> SocketAddr {
 
 /// The AMQP URL `url` with its host and port replaced by `addr` (a proxy),
 /// and a query string (such as `heartbeat=1`) added.
-pub fn via(url: &str, addr: SocketAddr, query: &str) -> String {
+pub(crate) fn via(url: &str, addr: SocketAddr, query: &str) -> String {
     let uri: lapin::uri::AMQPUri = url.parse().expect("an AMQP URL");
     let vhost = if uri.vhost == "/" { "%2f".to_owned() } else { uri.vhost.clone() };
     let auth = &uri.authority.userinfo;
@@ -351,7 +351,7 @@ pub fn via(url: &str, addr: SocketAddr, query: &str) -> String {
 }
 
 /// The shared Postgres server's socket address.
-pub async fn shared_postgres() -> SocketAddr {
+pub(crate) async fn shared_postgres() -> SocketAddr {
     use std::str::FromStr as _;
     let url = testkit::services::postgres_url().expect("a Postgres for the tests");
     let options = sqlx::postgres::PgConnectOptions::from_str(&url).expect("a Postgres URL");
@@ -383,7 +383,7 @@ async fn metrics_of(addr: SocketAddr) -> String {
 
 /// [`total`] as a whole number: every counter and gauge the tests read
 /// this way counts things.
-pub fn count(metrics: &str, series: &str) -> i64 {
+pub(crate) fn count(metrics: &str, series: &str) -> i64 {
     #[allow(clippy::cast_possible_truncation, reason = "counts of things are small whole numbers")]
     let count = total(metrics, series).round() as i64;
     count
@@ -391,7 +391,7 @@ pub fn count(metrics: &str, series: &str) -> i64 {
 
 /// A worker's delivery figures for the reports: deliveries the broker
 /// flagged as redelivered, and deliveries of already finished jobs.
-pub fn deliveries(metrics: &str) -> String {
+pub(crate) fn deliveries(metrics: &str) -> String {
     format!(
         "redelivered {}, duplicates acknowledged with no effect {}",
         count(metrics, "jobs_redelivered_total"),
@@ -401,7 +401,7 @@ pub fn deliveries(metrics: &str) -> String {
 
 /// The final status a ledger expects of a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Expect {
+pub(crate) enum Expect {
     /// Done, with exactly one effect.
     Succeeded,
     /// Failed permanently, with no effect.
@@ -423,14 +423,14 @@ impl Expect {
 /// The client's record of every job the api accepted (a 202), checked
 /// against the database at the end.
 #[derive(Debug, Default)]
-pub struct Ledger {
+pub(crate) struct Ledger {
     accepted: Mutex<HashMap<Uuid, Expect>>,
     refused: Mutex<u32>,
 }
 
 /// What the check found.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Report {
+pub(crate) struct Report {
     /// 202s received.
     pub accepted: usize,
     /// Accepted jobs not in their expected final state.
@@ -447,7 +447,7 @@ pub struct Report {
 
 impl Ledger {
     /// Submits a job; records it when the answer is 202.
-    pub async fn submit(&self, stack: &Stack, body: &Value, expect: Expect) -> Option<Uuid> {
+    pub(crate) async fn submit(&self, stack: &Stack, body: &Value, expect: Expect) -> Option<Uuid> {
         match stack.submit(body).await {
             Ok(response) if response.status() == StatusCode::ACCEPTED => {
                 let job: Value = response.json().await.expect("a job");
@@ -463,7 +463,7 @@ impl Ledger {
     }
 
     /// Submits `count` synthetic jobs of `work_ms` each, `pause` apart.
-    pub async fn stream(&self, stack: &Stack, count: usize, work_ms: u64, pause: Duration) {
+    pub(crate) async fn stream(&self, stack: &Stack, count: usize, work_ms: u64, pause: Duration) {
         for _ in 0..count {
             self.submit(
                 stack,
@@ -476,14 +476,14 @@ impl Ledger {
     }
 
     /// Jobs accepted so far.
-    pub async fn accepted(&self) -> usize {
+    pub(crate) async fn accepted(&self) -> usize {
         self.accepted.lock().await.len()
     }
 
     /// Waits (up to `limit`) until every accepted job reached its expected
     /// state, then checks the database and returns the figures. Panics with
     /// the report when anything was lost, duplicated or unexpected.
-    pub async fn settle(&self, stack: &Stack, what: &str, limit: Duration) -> Report {
+    pub(crate) async fn settle(&self, stack: &Stack, what: &str, limit: Duration) -> Report {
         let deadline = Instant::now() + limit;
         let report = loop {
             let report = self.check(&stack.db).await;
@@ -545,6 +545,6 @@ impl Ledger {
 }
 
 /// A relay failpoint: crash this many times between confirm and commit.
-pub fn relay_crashes(times: u32) -> Arc<AtomicU32> {
+pub(crate) fn relay_crashes(times: u32) -> Arc<AtomicU32> {
     Arc::new(AtomicU32::new(times))
 }

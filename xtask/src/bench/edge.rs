@@ -46,7 +46,7 @@ fn start_edge(nginx: &std::path::Path, name: &str, ports: &[u16]) -> anyhow::Res
 }
 
 /// Runs the edge benchmark (the release binaries are built).
-pub fn run(args: &Args) -> anyhow::Result<()> {
+pub(super) fn run(args: &Args) -> anyhow::Result<()> {
     tools::ensure(&[NGINX])?;
     let nginx = edge_config::binary().context("nginx is not on PATH nor in /usr/sbin")?;
     let target = cmd::target_dir();

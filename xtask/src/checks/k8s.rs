@@ -54,7 +54,7 @@ const KEDA_SCHEMAS: &[(&str, &str)] =
     &[("ScaledObject", "scaledobject.json"), ("TriggerAuthentication", "triggerauthentication.json")];
 
 /// Every static check of the Kubernetes manifests.
-pub fn lint_k8s(root: &Path) -> anyhow::Result<()> {
+pub(super) fn lint_k8s(root: &Path) -> anyhow::Result<()> {
     let dir = root.join(DIR);
     if !dir.is_dir() {
         return Ok(());

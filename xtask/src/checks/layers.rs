@@ -15,18 +15,19 @@ use std::path::Path;
 use anyhow::{Context, bail};
 
 /// The crates whose `src/` must be acyclic.
-pub const CRATES: &[&str] = &[
-    "api", // @template if worker
-    "worker",
-    // @template endif
-];
+// @template if worker
+pub(super) const CRATES: &[&str] = &["api", "worker"];
+// @template endif
+// @template if not worker
+// pub(super) const CRATES: &[&str] = &["api"];
+// @template endif
 
 /// Top-level module → the top-level modules it names.
-pub type Graph = BTreeMap<String, BTreeSet<String>>;
+pub(super) type Graph = BTreeMap<String, BTreeSet<String>>;
 
 /// Fails with the cycles of any crate in [`CRATES`]; with `print`, writes
 /// each crate's graph first.
-pub fn lint_layers(root: &Path, print: bool) -> anyhow::Result<()> {
+pub(crate) fn lint_layers(root: &Path, print: bool) -> anyhow::Result<()> {
     let mut report = String::new();
     for name in CRATES {
         let graph = graph(&root.join(name).join("src"))?;
@@ -47,7 +48,7 @@ pub fn lint_layers(root: &Path, print: bool) -> anyhow::Result<()> {
 }
 
 /// The dependency graph of the top-level modules under `src`.
-pub fn graph(src: &Path) -> anyhow::Result<Graph> {
+pub(super) fn graph(src: &Path) -> anyhow::Result<Graph> {
     let mut files = Vec::new();
     collect(src, src, &mut files)?;
     let modules: BTreeSet<String> = files.iter().filter_map(|(parts, _)| top(parts)).collect();
@@ -138,7 +139,7 @@ fn first_ident(text: &str) -> Option<String> {
 }
 
 /// Each cycle once, as the path that closes it (`a -> b -> a`).
-pub fn cycles(graph: &Graph) -> Vec<Vec<String>> {
+pub(super) fn cycles(graph: &Graph) -> Vec<Vec<String>> {
     fn visit<'g>(
         node: &'g str,
         graph: &'g Graph,

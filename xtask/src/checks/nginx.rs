@@ -10,10 +10,10 @@ use anyhow::{Context, bail};
 use crate::tools::{self, Tool};
 
 /// NGINX, for `nginx -t` here and for `cargo xtask up`.
-pub const NGINX: Tool = Tool { binary: "nginx", source: tools::Source::Apt("nginx") };
+pub(crate) const NGINX: Tool = Tool { binary: "nginx", source: tools::Source::Apt("nginx") };
 
 /// `nginx -t` on the rendered configuration.
-pub fn lint_nginx(root: &Path) -> anyhow::Result<()> {
+pub(crate) fn lint_nginx(root: &Path) -> anyhow::Result<()> {
     tools::ensure(&[NGINX])?;
     let nginx = edge_config::binary().context("nginx is not on PATH nor in /usr/sbin")?;
     let prefix = crate::cmd::Scratch::new("nginx")?;

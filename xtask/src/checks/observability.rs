@@ -28,7 +28,7 @@ const DIR: &str = "infra/observability";
 /// Every metric the services expose, as Prometheus names them. Histograms are
 /// listed by their base name and read as `_bucket`, `_sum` and `_count`
 /// (see [`HISTOGRAMS`]). Add a metric here when a service starts exposing it.
-pub const METRICS: &[&str] = &[
+pub(super) const METRICS: &[&str] = &[
     "up",
     "build_info",
     "http_server_request_duration_seconds",
@@ -103,7 +103,7 @@ const PREFIXES: &[&str] = &[
 const LABEL_LIST_KEYWORDS: &[&str] = &["by", "without", "on", "ignoring", "group_left", "group_right"];
 
 /// Runs every check on `root`'s `infra/observability`, if it has one.
-pub fn lint_observability(root: &Path) -> anyhow::Result<()> {
+pub(crate) fn lint_observability(root: &Path) -> anyhow::Result<()> {
     let dir = root.join(DIR);
     if !dir.is_dir() {
         return Ok(());

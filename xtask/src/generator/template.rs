@@ -28,10 +28,10 @@ use anyhow::{Context, bail, ensure};
 use crate::cmd;
 
 /// The name of the reference instance, replaced by the user's.
-pub const NAME: &str = "gantry";
+pub(crate) const NAME: &str = "gantry";
 
 /// An optional part of the platform.
-pub struct Opt {
+pub(crate) struct Opt {
     /// The placeholder name, used in markers and `-d NAME=true|false`.
     pub name: &'static str,
     /// The question cargo-generate asks.
@@ -49,7 +49,7 @@ pub struct Opt {
 /// behaviour (and the new name). An option whose off-side behaviour depends
 /// on another option being on would need `Full`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Coverage {
+pub(crate) enum Coverage {
     /// Its own full `cargo xtask ci` (but the Compose test, which the root
     /// runs on the same Dockerfile and Compose file).
     Full,
@@ -63,7 +63,7 @@ pub enum Coverage {
 }
 
 /// Every option. Each defaults to on: the defaults give the full platform.
-pub const OPTIONS: &[Opt] = &[
+pub(crate) const OPTIONS: &[Opt] = &[
     Opt {
         name: "docs",
         prompt: "Serve interactive API docs (Swagger UI, compiled into the binary) at /docs?",
@@ -160,7 +160,7 @@ if !valid {
 "#;
 
 /// Why a name is refused, if it is.
-pub fn validate_name(name: &str) -> Result<(), String> {
+pub(crate) fn validate_name(name: &str) -> Result<(), String> {
     let ok = (2..=40).contains(&name.len())
         && name.starts_with(|c: char| c.is_ascii_lowercase())
         && !name.ends_with('-')
@@ -178,20 +178,20 @@ pub fn validate_name(name: &str) -> Result<(), String> {
 }
 
 /// The rendered template: every file by its path inside `template/`.
-pub struct Rendered {
+pub(crate) struct Rendered {
     files: BTreeMap<String, Vec<u8>>,
 }
 
 /// Options of `template`.
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Fail, with a diff, if `template/` differs from a fresh render.
     #[arg(long)]
     check: bool,
 }
 
 /// `cargo xtask template [--check]`.
-pub fn run(args: &Args) -> anyhow::Result<()> {
+pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
     let rendered = render()?;
     let dir = cmd::root().join("template");
     if args.check {
@@ -207,7 +207,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 
 /// Renders the root into memory, including a `Cargo.lock` pruned to what a
 /// generated project uses.
-pub fn render() -> anyhow::Result<Rendered> {
+pub(crate) fn render() -> anyhow::Result<Rendered> {
     let root = cmd::root();
     let mut files = BTreeMap::new();
     let mut include = BTreeSet::new();
@@ -531,7 +531,7 @@ fn merge_locks(locks: &[(String, String)]) -> anyhow::Result<String> {
 }
 
 /// Writes every file under `dir`.
-pub fn write_tree(files: &BTreeMap<String, Vec<u8>>, dir: &Path) -> anyhow::Result<()> {
+pub(crate) fn write_tree(files: &BTreeMap<String, Vec<u8>>, dir: &Path) -> anyhow::Result<()> {
     for (path, bytes) in files {
         let target = dir.join(path);
         if let Some(parent) = target.parent() {
@@ -564,7 +564,7 @@ fn copy_mode(source: &Path, target: &Path) -> anyhow::Result<()> {
 
 /// Compares `expected` with the files under `dir`, printing a diff for
 /// each difference. Returns how many files differ.
-pub fn diff_tree(expected: &BTreeMap<String, Vec<u8>>, dir: &Path) -> anyhow::Result<usize> {
+pub(crate) fn diff_tree(expected: &BTreeMap<String, Vec<u8>>, dir: &Path) -> anyhow::Result<usize> {
     let mut on_disk = BTreeSet::new();
     if dir.exists() {
         for entry in walk(dir)? {
@@ -606,7 +606,7 @@ fn check(rendered: &Rendered, dir: &Path) -> anyhow::Result<()> {
 }
 
 /// Every file below `dir`.
-pub fn walk(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+pub(crate) fn walk(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     let mut pending = vec![dir.to_path_buf()];
     while let Some(next) = pending.pop() {

@@ -27,9 +27,23 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use ipnet::IpNet;
 
+use crate::api_keys::{self, ApiKey, KeyLookup, KeyRing};
 use crate::error::{ApiError, ErrorCode};
-use crate::keys::{self, ApiKey, KeyRing, Lookup};
 use crate::ratelimit::{Limiter, Policies, Verdict, headers};
+
+/// Access settings: policies, proxies, key refresh, public caching.
+#[derive(Debug, Clone)]
+pub struct AccessConfig {
+    pub policies: Policies,
+    /// Replicas sharing the traffic (sizes the per-replica fallback).
+    pub replicas: u32,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// `max-age` for anonymous reads.
+    pub public_max_age: Duration,
+    /// How often the key ring reloads.
+    pub key_refresh: Duration,
+}
 
 /// Everything the guard needs; one per app.
 pub struct Access {
@@ -136,15 +150,15 @@ impl Access {
         };
         let Some(plain) = value.to_str().ok().and_then(bearer) else { return Err(Refusal::InvalidKey) };
         match self.keys.lookup(plain) {
-            Lookup::Found(key) => Ok(Caller::Key(key)),
-            Lookup::Unknown => {
+            KeyLookup::Found(key) => Ok(Caller::Key(key)),
+            KeyLookup::Unknown => {
                 tracing::info!(
-                    api_key = keys::prefix_of(plain).unwrap_or("malformed"),
+                    api_key = api_keys::prefix_of(plain).unwrap_or("malformed"),
                     "unknown or revoked API key"
                 );
                 Err(Refusal::InvalidKey)
             }
-            Lookup::NotLoaded => Err(Refusal::KeysNotLoaded),
+            KeyLookup::NotLoaded => Err(Refusal::KeysNotLoaded),
         }
     }
 

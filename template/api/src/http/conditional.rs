@@ -3,11 +3,16 @@
 //!
 //! An ETag is the resource's version number, quoted: `"3"`. It is strong,
 //! because the version changes whenever anything in the resource does.
+//! Any versioned resource answers through [`created`], [`current`] and
+//! [`read`], so every one carries its validator the same way.
 
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 
 use crate::error::{ApiError, ErrorCode};
-use crate::items::Precondition;
+use crate::http::extract::Json;
+use crate::resource::Precondition;
 
 /// The ETag for a version.
 pub fn etag(version: i64) -> HeaderValue {
@@ -65,6 +70,29 @@ pub fn none_match(headers: &HeaderMap, version: i64) -> bool {
 
 fn parse_strong(tag: &str) -> Option<i64> {
     tag.strip_prefix('"')?.strip_suffix('"')?.parse().ok()
+}
+
+/// 201 Created with `Location` and `ETag`.
+pub fn created<R: Serialize>(location: &str, version: i64, representation: R) -> Response {
+    let mut response = (StatusCode::CREATED, Json(representation)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::LOCATION, HeaderValue::from_str(location).expect("a path is a valid header"));
+    headers.insert(header::ETAG, etag(version));
+    response
+}
+
+/// 200 with the representation and its `ETag`.
+pub fn current<R: Serialize>(version: i64, representation: R) -> Response {
+    ([(header::ETAG, etag(version))], Json(representation)).into_response()
+}
+
+/// A GET answer: 304 with the same validator when the client's copy is
+/// current, otherwise the full representation.
+pub fn read<R: Serialize>(request: &HeaderMap, version: i64, representation: impl FnOnce() -> R) -> Response {
+    if none_match(request, version) {
+        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag(version))]).into_response();
+    }
+    current(version, representation())
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::time::Duration;
 use redis::Script;
 
 use super::{Check, Outcome};
-use crate::redis::{Redis, Unavailable};
+use crate::redis_client::{Redis, Unavailable};
 
 /// Loaded once per process; `invoke_async` sends `EVALSHA` and falls back to
 /// loading the script when Redis does not know it (after a restart, say).

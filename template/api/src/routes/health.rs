@@ -15,8 +15,10 @@ use utoipa_axum::routes;
 use crate::db;
 use crate::error::{ErrorCode, Problem};
 use crate::http::extract::Json;
-use crate::state::{AppState, Lifecycle};
-use crate::telemetry::metrics::Metrics;
+use service::Lifecycle;
+
+use crate::observability::metrics::Metrics;
+use crate::state::AppState;
 use telemetry::metrics::Format;
 
 /// How long readiness waits for Postgres. Kubernetes probes time out after

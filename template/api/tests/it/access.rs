@@ -10,7 +10,7 @@ use crate::helpers::{TestApp, assert_problem, header, spawn_app, spawn_with};
 
 /// Creates a key in the app's database and waits until the app accepts it.
 async fn new_key(app: &TestApp, scopes: &str, rate: Option<&str>) -> String {
-    let (_, key) = api::keys::create(&app.direct, "access test", scopes, rate).await.expect("a key");
+    let (_, key) = api::api_keys::create(&app.direct, "access test", scopes, rate).await.expect("a key");
     let auth = format!("Bearer {key}");
     app.wait_until("the app loads the new key", || async {
         app.send(Method::GET, "/v1/items", &[("authorization", &auth)], None).await.status()
@@ -81,9 +81,9 @@ async fn a_key_without_the_scope_is_403_and_one_with_it_passes() {
 #[tokio::test]
 async fn a_revoked_key_is_refused_within_about_a_second() {
     let app = spawn_app().await;
-    let key = new_key(&app, api::keys::DEFAULT_SCOPES, None).await;
-    let prefix = api::keys::prefix_of(&key).expect("a prefix").to_owned();
-    assert!(api::keys::store::revoke(&app.direct, &prefix).await.expect("revoke"));
+    let key = new_key(&app, api::api_keys::DEFAULT_SCOPES, None).await;
+    let prefix = api::api_keys::prefix_of(&key).expect("a prefix").to_owned();
+    assert!(api::api_keys::store::revoke(&app.direct, &prefix).await.expect("revoke"));
     let revoked_at = tokio::time::Instant::now();
     app.wait_until("the revocation reaches the app", || async {
         app.send(Method::GET, "/v1/items", &[("authorization", &bearer(&key))], None).await.status()
@@ -159,7 +159,7 @@ fn param(params: &[(String, i64)], name: &str) -> i64 {
 
 #[tokio::test]
 async fn limited_responses_carry_structured_rate_limit_fields_and_429_can_be_waited_out() {
-    let app = spawn_with(|s| s.rate_limit_key = "2/2s".into()).await;
+    let app = spawn_with(|s| s.access.rate_limit_key = "2/2s".into()).await;
     let ok = app.items("v1").list("").await;
     assert_eq!(ok.status(), StatusCode::OK);
     let policies = structured_list(&ok, "ratelimit-policy");
@@ -192,7 +192,7 @@ async fn limited_responses_carry_structured_rate_limit_fields_and_429_can_be_wai
 
 #[tokio::test]
 async fn writes_have_their_own_tighter_limit_and_keys_their_own_rate() {
-    let app = spawn_with(|s| s.rate_limit_writes = "1/1m".into()).await;
+    let app = spawn_with(|s| s.access.rate_limit_writes = "1/1m".into()).await;
     app.items("v1").create_ok("first").await;
     let second = app.items("v1").create(&lamp()).await;
     let policies = structured_list(&second, "ratelimit-policy");
@@ -212,7 +212,7 @@ async fn writes_have_their_own_tighter_limit_and_keys_their_own_rate() {
 
 #[tokio::test]
 async fn an_under_quota_key_is_never_limited_while_another_is_flooded() {
-    let app = spawn_with(|s| s.rate_limit_key = "20/1s".into()).await;
+    let app = spawn_with(|s| s.access.rate_limit_key = "20/1s".into()).await;
     let quiet = new_key(&app, "items:read", None).await;
     let quiet_auth = bearer(&quiet);
     let flood = async {
@@ -243,7 +243,7 @@ async fn an_under_quota_key_is_never_limited_while_another_is_flooded() {
 async fn anonymous_limits_follow_the_client_address_only_behind_a_trusted_proxy() {
     let forwarded = |ip: &'static str| [("x-forwarded-for", ip)];
     // Untrusted peer: X-Forwarded-For is the client's own claim and ignored.
-    let app = spawn_with(|s| s.rate_limit_ip = "2/1m".into()).await;
+    let app = spawn_with(|s| s.access.rate_limit_ip = "2/1m".into()).await;
     for ip in ["203.0.113.1", "203.0.113.2"] {
         assert_eq!(
             app.send_anonymous(Method::GET, "/v1/items", &forwarded(ip), None).await.status(),
@@ -255,8 +255,8 @@ async fn anonymous_limits_follow_the_client_address_only_behind_a_trusted_proxy(
 
     // Behind a trusted proxy, each client address has its own quota.
     let app = spawn_with(|s| {
-        s.rate_limit_ip = "2/1m".into();
-        s.trusted_proxies = "127.0.0.1/32".into();
+        s.access.rate_limit_ip = "2/1m".into();
+        s.access.trusted_proxies = "127.0.0.1/32".into();
     })
     .await;
     for _ in 0..2 {
@@ -275,7 +275,7 @@ async fn anonymous_limits_follow_the_client_address_only_behind_a_trusted_proxy(
 
 #[tokio::test]
 async fn health_metrics_and_docs_are_never_limited() {
-    let app = spawn_with(|s| s.rate_limit_ip = "1/1m".into()).await;
+    let app = spawn_with(|s| s.access.rate_limit_ip = "1/1m".into()).await;
     assert_eq!(app.send_anonymous(Method::GET, "/v1/items", &[], None).await.status(), StatusCode::OK);
     let limited = app.send_anonymous(Method::GET, "/v1/items", &[], None).await;
     assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
@@ -298,9 +298,9 @@ async fn health_metrics_and_docs_are_never_limited() {
 #[tokio::test]
 async fn without_shared_state_each_replica_admits_its_share_of_the_rate() {
     let first = spawn_with(|s| {
-        s.rate_limit_key = "4/1m".into();
-        s.rate_limit_replicas = "2".into();
-{% if redis %}        s.redis_url = String::new();
+        s.access.rate_limit_key = "4/1m".into();
+        s.access.rate_limit_replicas = "2".into();
+{% if redis %}        s.redis.redis_url = String::new();
 {% endif %}    })
     .await;
     let second = first.replica(|_| {}).await;

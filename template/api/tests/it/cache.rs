@@ -120,8 +120,8 @@ async fn random_reads_and_writes_with_slow_fills_leave_no_stale_entry() {
     tokio::join!(reader(0), reader(1), reader(2), reader(3), reader(4), reader(5), writer(0), writer(1));
 
     // Settled: every request (and so every fill) has finished.
-    let prefix = first.settings.redis_key_prefix.clone();
-    let redis = redis::Client::open(first.settings.redis_url.as_str()).expect("a Redis URL");
+    let prefix = first.settings.redis.redis_key_prefix.clone();
+    let redis = redis::Client::open(first.settings.redis.redis_url.as_str()).expect("a Redis URL");
     let mut conn = redis.get_multiplexed_async_connection().await.expect("Redis");
     for id in &ids {
         let version: i64 = sqlx::query_scalar("SELECT version FROM items WHERE id = $1::uuid")
@@ -153,7 +153,7 @@ async fn random_reads_and_writes_with_slow_fills_leave_no_stale_entry() {
 
 #[tokio::test]
 async fn the_cache_can_be_turned_off() {
-    let app = crate::helpers::spawn_with(|s| s.cache_ttl = "0s".into()).await;
+    let app = crate::helpers::spawn_with(|s| s.redis.cache_ttl = "0s".into()).await;
     let id = app.items("v1").create_ok("Lamp").await["id"].as_str().expect("id").to_owned();
     for _ in 0..3 {
         assert_eq!(
@@ -170,8 +170,8 @@ async fn the_cache_can_be_turned_off() {
 async fn an_unreadable_entry_is_a_miss_and_gets_replaced() {
     let app = spawn_app().await;
     let id = app.items("v1").create_ok("Lamp").await["id"].as_str().expect("id").to_owned();
-    let key = format!("{}:item:{id}", app.settings.redis_key_prefix);
-    let redis = redis::Client::open(app.settings.redis_url.as_str()).expect("a Redis URL");
+    let key = format!("{}:item:{id}", app.settings.redis.redis_key_prefix);
+    let redis = redis::Client::open(app.settings.redis.redis_url.as_str()).expect("a Redis URL");
     let mut conn = redis.get_multiplexed_async_connection().await.expect("Redis");
     // What an older, incompatible build might have left behind.
     let () = redis::cmd("HSET")

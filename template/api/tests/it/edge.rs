@@ -35,8 +35,9 @@ impl Cluster {
     async fn start_with(count: usize, extra: &[(&str, String)]) -> Self {
         let database = TestDatabase::create(&api::db::MIGRATOR).await.expect("a test database");
         let db = PgPool::connect_with(database.options()).await.expect("a pool");
-        let (_, key) =
-            api::keys::create(&db, "edge", api::keys::DEFAULT_SCOPES, None).await.expect("an API key");
+        let (_, key) = api::api_keys::create(&db, "edge", api::api_keys::DEFAULT_SCOPES, None)
+            .await
+            .expect("an API key");
         let mut env = vec![
             ("DATABASE_URL", database.url()),
             // The edge's limits are under test here, not the app's.
@@ -529,7 +530,7 @@ async fn the_edge_routes_the_api_only_and_compresses() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_over_the_limit_get_413_from_the_edge_and_from_the_app() {
     let config = api::Cli::parse_from(["api"]).settings.validate().expect("the default settings");
-    let limit = config.body_limit_bytes;
+    let limit = config.http.body_limit_bytes;
     let edge_limit = testkit::edge::body_limit().expect("the edge's body limit");
     assert_eq!(
         usize::try_from(edge_limit).ok(),

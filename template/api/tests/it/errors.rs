@@ -45,7 +45,7 @@ async fn a_body_that_is_not_json_is_a_415() {
 
 #[tokio::test]
 async fn a_body_over_the_limit_is_a_413_whether_its_length_is_declared_or_not() {
-    let app = spawn_with(|s| s.body_limit_bytes = "2048".into()).await;
+    let app = spawn_with(|s| s.server.body_limit_bytes = "2048".into()).await;
     let big = json!({"name": "x".repeat(4096), "price_cents": 1, "currency": "EUR"});
     let declared = app.items("v1").create(&big).await;
     assert_problem(declared, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
@@ -92,7 +92,7 @@ async fn an_unknown_route_is_a_404_and_a_wrong_method_a_405_with_allow() {
 
 #[tokio::test]
 async fn a_statement_over_the_database_time_limit_is_a_503_with_retry_after() {
-    let app = spawn_with(|s| s.db_statement_timeout = "200ms".into()).await;
+    let app = spawn_with(|s| s.database.db_statement_timeout = "200ms".into()).await;
     let id = app.items("v1").create_ok("Lamp").await["id"].as_str().expect("id").to_owned();
     let lock = lock_item(&app, &id).await;
     let response = app
@@ -113,7 +113,7 @@ fn stack(routes: Router, tweak: impl FnOnce(&mut api::Settings)) -> Router {
     tweak(&mut settings);
     let config = settings.validate().expect("config");
     let pool = sqlx::PgPool::connect_lazy("postgres://nobody@127.0.0.1:1/none").expect("lazy pool");
-    api::http::apply(routes, Arc::new(api::telemetry::metrics::Metrics::new(pool)), &config)
+    api::http::apply(routes, Arc::new(api::observability::metrics::Metrics::new(pool)), &config.http)
 }
 
 async fn call(router: Router, path: &str) -> (axum::http::response::Parts, Value) {
@@ -147,8 +147,8 @@ async fn a_request_over_the_time_limit_is_a_504_problem() {
         "too late"
     });
     let router = stack(Router::new().route("/slow", slow), |s| {
-        s.request_timeout = "1s".into();
-        s.db_statement_timeout = "500ms".into();
+        s.server.request_timeout = "1s".into();
+        s.database.db_statement_timeout = "500ms".into();
     });
     let (parts, problem) = call(router, "/slow").await;
     assert_eq!(parts.status, StatusCode::GATEWAY_TIMEOUT);

@@ -21,7 +21,7 @@ async fn outbox_rows(app: &TestApp) -> i64 {
 }
 
 async fn other_key(app: &TestApp, scopes: &str) -> String {
-    let (_, key) = api::keys::create(&app.direct, "other", scopes, None).await.expect("a key");
+    let (_, key) = api::api_keys::create(&app.direct, "other", scopes, None).await.expect("a key");
     // Keys reach the app's in-memory ring within API_KEY_REFRESH.
     app.wait_until("the new key is known", || async {
         let response =
@@ -94,7 +94,7 @@ async fn an_idempotency_key_replays_the_same_request_and_refuses_a_different_one
     assert_problem(refused, StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused").await;
 
     // Keys are per API key: another key's "order-42" is its own.
-    let other = other_key(&app, api::keys::DEFAULT_SCOPES).await;
+    let other = other_key(&app, api::api_keys::DEFAULT_SCOPES).await;
     let auth = format!("Bearer {other}");
     let theirs = app
         .send(
@@ -143,7 +143,7 @@ async fn jobs_belong_to_their_key_and_need_one() {
         app.send_anonymous(Method::POST, "/v1/jobs", &[], Some(&json!({"kind": "items_report"}))).await;
     assert_problem(anonymous, StatusCode::UNAUTHORIZED, "unauthorized").await;
 
-    let stranger = format!("Bearer {}", other_key(&app, api::keys::DEFAULT_SCOPES).await);
+    let stranger = format!("Bearer {}", other_key(&app, api::api_keys::DEFAULT_SCOPES).await);
     let hidden = app.send(Method::GET, location, &[("authorization", &stranger)], None).await;
     assert_problem(hidden, StatusCode::NOT_FOUND, "not_found").await;
 

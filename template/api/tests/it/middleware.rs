@@ -39,7 +39,7 @@ async fn security_headers_are_on_every_response_and_credentials_mean_no_store() 
 
 #[tokio::test]
 async fn cors_allows_only_the_configured_origins() {
-    let app = spawn_with(|s| s.cors_allowed_origins = "https://app.example.com".into()).await;
+    let app = spawn_with(|s| s.server.cors_allowed_origins = "https://app.example.com".into()).await;
     let preflight = async |origin: &'static str| {
         let headers = [
             ("origin", origin),
@@ -80,7 +80,7 @@ async fn large_responses_are_gzipped_when_the_client_accepts_it() {
 #[tokio::test]
 async fn a_deprecated_version_announces_its_deprecation_sunset_and_migration_guide() {
     let app = spawn_with(|s| {
-        s.api_deprecations =
+        s.server.api_deprecations =
             "v1|2026-09-01T00:00:00Z|2027-03-01T00:00:00Z|https://example.com/migrate".into();
     })
     .await;

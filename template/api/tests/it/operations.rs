@@ -162,8 +162,8 @@ async fn readiness_is_a_problem_when_the_database_is_gone() {
     // An instance pointed at a port where nothing listens starts anyway
     // (the pool is lazy) and says it is not ready.
     let app = crate::helpers::spawn_with(|s| {
-        s.database_url = "postgres://postgres@127.0.0.1:1/nothing".into();
-        s.db_acquire_timeout = "300ms".into();
+        s.database.database_url = "postgres://postgres@127.0.0.1:1/nothing".into();
+        s.database.db_acquire_timeout = "300ms".into();
     })
     .await;
     assert_eq!(app.healthz().await.status(), StatusCode::OK, "liveness touches no dependency");

@@ -9,7 +9,7 @@ use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
 /// One `api` process.
-pub struct ApiProcess {
+pub(crate) struct ApiProcess {
     pub name: String,
     pub addr: SocketAddr,
     env: Vec<(String, String)>,
@@ -19,7 +19,7 @@ pub struct ApiProcess {
 impl ApiProcess {
     /// Starts the binary on a free port with only `env` (plus its address)
     /// set, and waits until it is ready.
-    pub async fn start(name: impl Into<String>, env: &[(&str, String)]) -> Self {
+    pub(crate) async fn start(name: impl Into<String>, env: &[(&str, String)]) -> Self {
         let addr = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a port");
         let env: Vec<(String, String)> = env.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect();
         let name = name.into();
@@ -29,16 +29,16 @@ impl ApiProcess {
         process
     }
 
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 
-    pub async fn metrics(&self) -> String {
+    pub(crate) async fn metrics(&self) -> String {
         client().get(self.url("/metrics")).send().await.expect("metrics").text().await.expect("text")
     }
 
     /// SIGTERM, then how long the process took to exit (it must exit 0).
-    pub async fn terminate(&mut self) -> Duration {
+    pub(crate) async fn terminate(&mut self) -> Duration {
         let started = Instant::now();
         self.signal("TERM");
         let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
@@ -50,13 +50,13 @@ impl ApiProcess {
     }
 
     /// SIGKILL: the process dies mid-request, as on a crash or an OOM kill.
-    pub async fn kill(&mut self) {
+    pub(crate) async fn kill(&mut self) {
         self.signal("KILL");
         let _ = self.child.wait().await;
     }
 
     /// Starts the binary again on the same port with the same settings.
-    pub async fn restart(&mut self) {
+    pub(crate) async fn restart(&mut self) {
         self.child = spawn(&self.name, self.addr, &self.env);
         self.wait_ready().await;
     }
@@ -98,6 +98,6 @@ fn spawn(name: &str, addr: SocketAddr, env: &[(String, String)]) -> Child {
 }
 
 /// A client for talking to processes directly.
-pub fn client() -> reqwest::Client {
+pub(crate) fn client() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(30)).build().expect("a client")
 }

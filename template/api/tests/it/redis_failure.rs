@@ -49,13 +49,13 @@ async fn wait_for_recovery(app: &TestApp, id: &str) -> Duration {
 async fn a_killed_redis_costs_no_errors_fails_open_or_closed_as_configured_and_recovers() {
     let mut redis = RedisServer::start().await.expect("a Redis of our own");
     let open = spawn_with(|s| {
-        s.redis_url = redis.url();
-        s.rate_limit_key = "1000/1s".into();
+        s.redis.redis_url = redis.url();
+        s.access.rate_limit_key = "1000/1s".into();
     })
     .await;
     let closed = open
         .replica(|s| {
-            s.rate_limit_fail_closed = "key".into();
+            s.redis.rate_limit_fail_closed = "key".into();
         })
         .await;
     let id = open.items("v1").create_ok("Lamp").await["id"].as_str().expect("id").to_owned();
@@ -73,7 +73,7 @@ async fn a_killed_redis_costs_no_errors_fails_open_or_closed_as_configured_and_r
     assert!(refused.headers().contains_key("retry-after"));
     assert_problem(refused, StatusCode::SERVICE_UNAVAILABLE, "rate_limiter_unavailable").await;
     // The fallback still limits: a per-replica limiter, not none.
-    let strict = open.replica(|s| s.rate_limit_key = "2/1m".into()).await;
+    let strict = open.replica(|s| s.access.rate_limit_key = "2/1m".into()).await;
     let mut statuses = Vec::new();
     for _ in 0..4 {
         statuses.push(strict.send(Method::GET, "/v1/items", &[], None).await.status());
@@ -102,7 +102,7 @@ async fn a_slow_redis_is_cut_off_by_the_timeout_and_the_breaker_and_recovers() {
         .and_then(|mut addrs| addrs.next())
         .expect("the Redis address");
     let proxy = FaultProxy::start(upstream).await.expect("a proxy");
-    let app = spawn_with(|s| s.redis_url = format!("redis://127.0.0.1:{}", proxy.addr().port())).await;
+    let app = spawn_with(|s| s.redis.redis_url = format!("redis://127.0.0.1:{}", proxy.addr().port())).await;
     let id = app.items("v1").create_ok("Lamp").await["id"].as_str().expect("id").to_owned();
     app.items("v1").get(&id, &[]).await;
     app.items("v1").get(&id, &[]).await;

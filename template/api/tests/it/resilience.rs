@@ -15,8 +15,8 @@ use crate::helpers::{
 #[tokio::test]
 async fn an_exhausted_pool_answers_503_within_the_acquire_timeout() {
     let app = spawn_with(|s| {
-        s.db_max_connections = "1".into();
-        s.db_acquire_timeout = "300ms".into();
+        s.database.db_max_connections = "1".into();
+        s.database.db_acquire_timeout = "300ms".into();
     })
     .await;
     let id = app.items("v1").create_ok("Lamp").await["id"].as_str().expect("id").to_owned();
@@ -47,7 +47,7 @@ async fn an_exhausted_pool_answers_503_within_the_acquire_timeout() {
 
 #[tokio::test]
 async fn postgres_going_away_gives_fast_503s_and_not_ready_then_recovers_by_itself() {
-    let app = spawn_behind_proxy(|s| s.db_acquire_timeout = "2s".into()).await;
+    let app = spawn_behind_proxy(|s| s.database.db_acquire_timeout = "2s".into()).await;
     let proxy = app.proxy.as_ref().expect("proxy");
     let id = app.items("v1").create_ok("Lamp").await["id"].as_str().expect("id").to_owned();
     assert_eq!(app.readyz().await.status(), StatusCode::OK);
@@ -70,8 +70,8 @@ async fn postgres_going_away_gives_fast_503s_and_not_ready_then_recovers_by_itse
 #[tokio::test]
 async fn shutdown_turns_readiness_off_then_lets_the_in_flight_request_finish() {
     let mut app = spawn_with(|s| {
-        s.shutdown_delay = "1s".into();
-        s.shutdown_grace = "10s".into();
+        s.server.shutdown_delay = "1s".into();
+        s.server.shutdown_grace = "10s".into();
     })
     .await;
     let id = app.items("v1").create_ok("Lamp").await["id"].as_str().expect("id").to_owned();
@@ -110,7 +110,7 @@ async fn shutdown_turns_readiness_off_then_lets_the_in_flight_request_finish() {
 
 #[tokio::test]
 async fn an_instance_started_without_postgres_answers_keyed_requests_503_until_it_loads_the_keys() {
-    let app = spawn_behind_proxy_in(Mode::Refuse, |s| s.db_acquire_timeout = "500ms".into()).await;
+    let app = spawn_behind_proxy_in(Mode::Refuse, |s| s.database.db_acquire_timeout = "500ms".into()).await;
     let keyed = app.items("v1").list("").await;
     // Not 401: the key may well be valid; the instance cannot tell yet.
     assert!(keyed.headers().contains_key("retry-after"));

@@ -62,7 +62,7 @@ fn check_bound(admitted: u64, elapsed: Duration) -> Result<u64, String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_sharing_redis_admit_within_the_gcra_bound_and_close_to_it() {
-    let first = spawn_with(|s| s.rate_limit_key = RATE.into()).await;
+    let first = spawn_with(|s| s.access.rate_limit_key = RATE.into()).await;
     let second = first.replica(|_| {}).await;
     let urls = [first.url("/v1/items?limit=1"), second.url("/v1/items?limit=1")];
     let client = first.client_raw().clone();

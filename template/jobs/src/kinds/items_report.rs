@@ -19,6 +19,9 @@ pub struct Input {
 
 impl Kind for ItemsReport {
     const NAME: &'static str = "items_report";
+    const SUMMARY: &'static str =
+        "price statistics over the items, per currency or for the one `currency` given";
+    const INPUT: &'static str = r#"{"currency": "EUR"}"#;
     type Input = Input;
 
     fn check(input: &Input) -> Vec<Violation> {

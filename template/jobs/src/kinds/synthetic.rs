@@ -50,6 +50,9 @@ const fn one() -> u32 {
 
 impl Kind for Synthetic {
     const NAME: &'static str = "synthetic";
+    const SUMMARY: &'static str = "configurable cost and failure, for load tests";
+    const INPUT: &'static str =
+        r#"{"work_ms": 0..60000, "fail": "never|transient|permanent|panic", "failures": n}"#;
     type Input = Input;
 
     fn check(input: &Input) -> Vec<Violation> {

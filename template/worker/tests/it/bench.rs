@@ -59,7 +59,7 @@ async fn jobs_throughput_and_latency() {
     let worker = stack
         .worker(|cli| {
             cli.worker_concurrency = "16".into();
-            cli.db_max_connections = "20".into();
+            cli.database.db_max_connections = "20".into();
         })
         .await;
     wait_done(&stack).await;

@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU32;
 use std::time::Duration;
 
-use api::{App, Settings};
 use jobs::Topology;
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
@@ -22,6 +21,8 @@ use reqwest::header::{AUTHORIZATION, HeaderValue};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use testkit::TestDatabase;
+use testkit::app::TestApp;
+pub(crate) use testkit::probe::{free_port, total, wait_until};
 use tokio::process::{Child, Command};
 use tokio::sync::{Mutex, oneshot};
 use tokio::task::JoinHandle;
@@ -29,11 +30,11 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 /// Short retry delays, so retries finish within a test.
-pub const RETRY_DELAYS: &str = "50ms,100ms";
+pub(crate) const RETRY_DELAYS: &str = "50ms,100ms";
 
 /// Where the services of a stack are.
 #[derive(Debug, Clone)]
-pub struct Endpoints {
+pub(crate) struct Endpoints {
     /// Postgres, as the api and workers see it (possibly through a proxy).
     pub database_url: String,
     /// RabbitMQ, as the api and workers see it (possibly through a proxy).
@@ -41,7 +42,7 @@ pub struct Endpoints {
 }
 
 /// An api instance and its database, plus the workers started for it.
-pub struct Stack {
+pub(crate) struct Stack {
     /// The api's address.
     pub api: SocketAddr,
     /// A direct pool to the database (never through a proxy).
@@ -52,15 +53,14 @@ pub struct Stack {
     pub endpoints: Endpoints,
     prefix: String,
     client: reqwest::Client,
-    api_stop: Option<oneshot::Sender<()>>,
-    api_task: Option<JoinHandle<anyhow::Result<()>>>,
     direct_amqp: String,
-    _database: TestDatabase,
+    // Last: the database outlives every connection to it.
+    app: TestApp,
 }
 
 impl Stack {
     /// A stack on the shared services.
-    pub async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         Self::start_with(
             |database| Endpoints {
                 database_url: database.url(),
@@ -73,39 +73,27 @@ impl Stack {
 
     /// A stack whose endpoints `endpoints` chooses (given its database),
     /// with a hook on the api's config.
-    pub async fn start_with(
+    pub(crate) async fn start_with(
         endpoints: impl FnOnce(&TestDatabase) -> Endpoints,
         configure: impl FnOnce(&mut api::Config),
     ) -> Self {
-        let database = TestDatabase::create(&api::db::MIGRATOR).await.expect("a test database");
-        let db = PgPool::connect_with(database.options()).await.expect("a direct pool");
+        let database = Arc::new(TestDatabase::create(&api::db::MIGRATOR).await.expect("a test database"));
         let endpoints = endpoints(&database);
         let prefix = format!("test-{}", Uuid::now_v7().simple());
-        let (_, key) =
-            api::keys::create(&db, "ledger", api::keys::DEFAULT_SCOPES, None).await.expect("a key");
-
-        let mut settings = Settings::defaults();
-        settings.host = "127.0.0.1".into();
-        settings.port = "0".into();
-        settings.database_url.clone_from(&endpoints.database_url);
-        settings.amqp_url.clone_from(&endpoints.amqp_url);
-        settings.amqp_queue_prefix.clone_from(&prefix);
-        settings.outbox_poll = "100ms".into();
-        settings.outbox_confirm_timeout = "2s".into();
-        settings.db_acquire_timeout = "1s".into();
-        settings.rate_limit_key = "off".into();
-        settings.rate_limit_writes = "off".into();
-{% if redis %}        settings.redis_url = String::new();
-{% endif %}        let mut config = settings.validate().expect("valid api settings");
-        configure(&mut config);
-        let app = App::build(config).await.expect("building the api");
-        let api = app.local_addr();
-        let (api_stop, stopped) = oneshot::channel::<()>();
-        let api_task = tokio::spawn(app.run_until_stopped(async {
-            let _ = stopped.await;
-        }));
+        let mut settings = testkit::app::settings_over(&database);
+        settings.database.database_url.clone_from(&endpoints.database_url);
+        settings.relay.amqp_url.clone_from(&endpoints.amqp_url);
+        settings.relay.amqp_queue_prefix.clone_from(&prefix);
+        settings.relay.outbox_poll = "100ms".into();
+        settings.relay.outbox_confirm_timeout = "2s".into();
+        settings.database.db_acquire_timeout = "1s".into();
+        settings.access.rate_limit_key = "off".into();
+        settings.access.rate_limit_writes = "off".into();
+{% if redis %}        settings.redis.redis_url = String::new();
+{% endif %}        let app = testkit::app::start_over(database, settings, configure).await;
         let mut headers = reqwest::header::HeaderMap::new();
-        headers.insert(AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {key}")).expect("a header"));
+        headers
+            .insert(AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {}", app.key)).expect("a header"));
         let client = reqwest::Client::builder()
             .no_proxy()
             .default_headers(headers)
@@ -114,49 +102,47 @@ impl Stack {
             .expect("a client");
         let direct_amqp = testkit::services::amqp_url().expect("a RabbitMQ for the tests");
         Self {
-            api,
-            db,
+            api: app.addr,
+            db: app.direct.clone(),
             topology: Topology::new(prefix.clone()),
             endpoints,
             prefix,
             client,
-            api_stop: Some(api_stop),
-            api_task: Some(api_task),
             direct_amqp,
-            _database: database,
+            app,
         }
     }
 
     /// Uses `url` for direct broker inspection (when the stack runs on a
     /// broker of the test's own).
-    pub fn inspect_broker_at(&mut self, url: String) {
+    pub(crate) fn inspect_broker_at(&mut self, url: String) {
         self.direct_amqp = url;
     }
 
     /// Worker settings for this stack.
-    pub fn worker_cli(&self) -> worker::Cli {
+    pub(crate) fn worker_cli(&self) -> worker::Cli {
         let mut cli = worker::Cli::defaults();
         cli.host = "127.0.0.1".into();
-        cli.port = "0".into();
-        cli.database_url.clone_from(&self.endpoints.database_url);
+        cli.port.port = "0".into();
+        cli.database.database_url.clone_from(&self.endpoints.database_url);
         cli.amqp_url.clone_from(&self.endpoints.amqp_url);
         cli.amqp_queue_prefix.clone_from(&self.prefix);
         cli.worker_concurrency = "8".into();
-        cli.db_max_connections = "12".into();
+        cli.database.db_max_connections = "12".into();
         cli.job_retry_delays = RETRY_DELAYS.into();
         cli.shutdown_grace = "10s".into();
         cli
     }
 
     /// Starts a worker in this process and waits until it is ready.
-    pub async fn worker(&self, tweak: impl FnOnce(&mut worker::Cli)) -> InProcessWorker {
+    pub(crate) async fn worker(&self, tweak: impl FnOnce(&mut worker::Cli)) -> InProcessWorker {
         let worker = self.spawn_worker(tweak).await;
         worker.wait_ready().await;
         worker
     }
 
     /// Starts a worker in this process without waiting for it.
-    pub async fn spawn_worker(&self, tweak: impl FnOnce(&mut worker::Cli)) -> InProcessWorker {
+    pub(crate) async fn spawn_worker(&self, tweak: impl FnOnce(&mut worker::Cli)) -> InProcessWorker {
         let mut cli = self.worker_cli();
         tweak(&mut cli);
         let config = cli.validate().expect("valid worker settings");
@@ -170,19 +156,19 @@ impl Stack {
     }
 
     /// Starts the `worker` binary as a child process.
-    pub async fn worker_process(&self, tweak: impl FnOnce(&mut worker::Cli)) -> WorkerProcess {
+    pub(crate) async fn worker_process(&self, tweak: impl FnOnce(&mut worker::Cli)) -> WorkerProcess {
         let mut cli = self.worker_cli();
-        cli.port = free_port().to_string();
+        cli.port.port = free_port().to_string();
         tweak(&mut cli);
         let child = Command::new(env!("CARGO_BIN_EXE_worker"))
             .env_clear()
             .env("HOST", &cli.host)
-            .env("PORT", &cli.port)
-            .env("DATABASE_URL", &cli.database_url)
+            .env("PORT", &cli.port.port)
+            .env("DATABASE_URL", &cli.database.database_url)
             .env("AMQP_URL", &cli.amqp_url)
             .env("AMQP_QUEUE_PREFIX", &cli.amqp_queue_prefix)
             .env("WORKER_CONCURRENCY", &cli.worker_concurrency)
-            .env("DB_MAX_CONNECTIONS", &cli.db_max_connections)
+            .env("DB_MAX_CONNECTIONS", &cli.database.db_max_connections)
             .env("JOB_RETRY_DELAYS", &cli.job_retry_delays)
             .env("SHUTDOWN_GRACE", &cli.shutdown_grace)
             .env("RUST_LOG", "info")
@@ -191,7 +177,7 @@ impl Stack {
             .kill_on_drop(true)
             .spawn()
             .expect("starting the worker binary");
-        let addr: SocketAddr = format!("127.0.0.1:{}", cli.port).parse().expect("an address");
+        let addr: SocketAddr = format!("127.0.0.1:{}", cli.port.port).parse().expect("an address");
         let mut process = WorkerProcess { addr, child, logs: Arc::new(Mutex::new(String::new())) };
         process.collect_logs();
         wait_ready(addr).await;
@@ -199,17 +185,17 @@ impl Stack {
     }
 
     /// The api's HTTP client (it sends the stack's API key).
-    pub fn client(&self) -> &reqwest::Client {
+    pub(crate) fn client(&self) -> &reqwest::Client {
         &self.client
     }
 
     /// `POST /v1/jobs`.
-    pub async fn submit(&self, body: &Value) -> reqwest::Result<reqwest::Response> {
+    pub(crate) async fn submit(&self, body: &Value) -> reqwest::Result<reqwest::Response> {
         self.submit_with(body, &[]).await
     }
 
     /// `POST /v1/jobs` with extra headers (a `traceparent`, say).
-    pub async fn submit_with(
+    pub(crate) async fn submit_with(
         &self,
         body: &Value,
         headers: &[(&str, &str)],
@@ -222,17 +208,17 @@ impl Stack {
     }
 
     /// `GET` an api path.
-    pub async fn get(&self, path: &str) -> reqwest::Response {
+    pub(crate) async fn get(&self, path: &str) -> reqwest::Response {
         self.client.get(format!("http://{}{path}", self.api)).send().await.expect("the api answers")
     }
 
     /// The api's `/metrics`.
-    pub async fn api_metrics(&self) -> String {
+    pub(crate) async fn api_metrics(&self) -> String {
         self.get("/metrics").await.text().await.expect("metrics")
     }
 
     /// Messages waiting in a queue of this stack.
-    pub async fn queue_depth(&self, queue: &str) -> u32 {
+    pub(crate) async fn queue_depth(&self, queue: &str) -> u32 {
         let connection =
             jobs::broker::connect(&self.direct_amqp, "test inspection").await.expect("connecting");
         let channel = connection.create_channel().await.expect("a channel");
@@ -246,13 +232,8 @@ impl Stack {
     }
 
     /// Stops the api, then deletes this stack's queues.
-    pub async fn finish(mut self) {
-        if let Some(stop) = self.api_stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.api_task.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(15), task).await;
-        }
+    pub(crate) async fn finish(mut self) {
+        let _ = self.app.stop().await;
         if let Ok(connection) = jobs::broker::connect(&self.direct_amqp, "test cleanup").await
             && let Ok(channel) = connection.create_channel().await
         {
@@ -265,7 +246,7 @@ impl Stack {
 }
 
 /// A worker running in the test process.
-pub struct InProcessWorker {
+pub(crate) struct InProcessWorker {
     /// Its health port.
     pub addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
@@ -274,23 +255,23 @@ pub struct InProcessWorker {
 
 impl InProcessWorker {
     /// Waits until `/readyz` answers 200.
-    pub async fn wait_ready(&self) {
+    pub(crate) async fn wait_ready(&self) {
         wait_ready(self.addr).await;
     }
 
     /// The status `/readyz` answers now.
-    pub async fn readiness(&self) -> StatusCode {
+    pub(crate) async fn readiness(&self) -> StatusCode {
         let client = reqwest::Client::builder().no_proxy().build().expect("a client");
         client.get(format!("http://{}/readyz", self.addr)).send().await.expect("readyz").status()
     }
 
     /// Its `/metrics`.
-    pub async fn metrics(&self) -> String {
+    pub(crate) async fn metrics(&self) -> String {
         metrics_of(self.addr).await
     }
 
     /// Stops it and waits.
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -302,7 +283,7 @@ impl InProcessWorker {
 }
 
 /// The `worker` binary, running.
-pub struct WorkerProcess {
+pub(crate) struct WorkerProcess {
     /// Its health port.
     pub addr: SocketAddr,
     /// The process.
@@ -327,12 +308,12 @@ impl WorkerProcess {
     }
 
     /// Its `/metrics`.
-    pub async fn metrics(&self) -> String {
+    pub(crate) async fn metrics(&self) -> String {
         metrics_of(self.addr).await
     }
 
     /// Sends a signal (`"KILL"`, `"TERM"`).
-    pub fn signal(&self, signal: &str) {
+    pub(crate) fn signal(&self, signal: &str) {
         let pid = self.child.id().expect("a running process");
         let status =
             std::process::Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status();
@@ -341,14 +322,14 @@ impl WorkerProcess {
 }
 
 /// The shared RabbitMQ's URL and its socket address.
-pub async fn shared_broker() -> (String, SocketAddr) {
+pub(crate) async fn shared_broker() -> (String, SocketAddr) {
     let url = testkit::services::amqp_url().expect("a RabbitMQ for the tests");
     let addr = address_of(&url).await;
     (url, addr)
 }
 
 /// The broker's address in an AMQP URL.
-pub async fn address_of(url: &str) -> SocketAddr {
+pub(crate) async fn address_of(url: &str) -> SocketAddr {
     let uri: lapin::uri::AMQPUri = url.parse().expect("an AMQP URL");
     tokio::net::lookup_host((uri.authority.host.as_str(), uri.authority.port))
         .await
@@ -359,7 +340,7 @@ pub async fn address_of(url: &str) -> SocketAddr {
 
 /// The AMQP URL `url` with its host and port replaced by `addr` (a proxy),
 /// and a query string (such as `heartbeat=1`) added.
-pub fn via(url: &str, addr: SocketAddr, query: &str) -> String {
+pub(crate) fn via(url: &str, addr: SocketAddr, query: &str) -> String {
     let uri: lapin::uri::AMQPUri = url.parse().expect("an AMQP URL");
     let vhost = if uri.vhost == "/" { "%2f".to_owned() } else { uri.vhost.clone() };
     let auth = &uri.authority.userinfo;
@@ -368,7 +349,7 @@ pub fn via(url: &str, addr: SocketAddr, query: &str) -> String {
 }
 
 /// The shared Postgres server's socket address.
-pub async fn shared_postgres() -> SocketAddr {
+pub(crate) async fn shared_postgres() -> SocketAddr {
     use std::str::FromStr as _;
     let url = testkit::services::postgres_url().expect("a Postgres for the tests");
     let options = sqlx::postgres::PgConnectOptions::from_str(&url).expect("a Postgres URL");
@@ -377,11 +358,6 @@ pub async fn shared_postgres() -> SocketAddr {
         .expect("resolving Postgres")
         .next()
         .expect("an address")
-}
-
-/// A free TCP port on the loopback interface.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
 }
 
 async fn wait_ready(addr: SocketAddr) {
@@ -403,19 +379,9 @@ async fn metrics_of(addr: SocketAddr) -> String {
     client.get(format!("http://{addr}/metrics")).send().await.expect("metrics").text().await.expect("text")
 }
 
-/// Sums every sample of a metric whose series starts with `series`
-/// (all label combinations when given only the name).
-pub fn total(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|line| !line.starts_with('#') && line.starts_with(series))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// [`total`] as a whole number: every counter and gauge the tests read
 /// this way counts things.
-pub fn count(metrics: &str, series: &str) -> i64 {
+pub(crate) fn count(metrics: &str, series: &str) -> i64 {
     #[allow(clippy::cast_possible_truncation, reason = "counts of things are small whole numbers")]
     let count = total(metrics, series).round() as i64;
     count
@@ -423,7 +389,7 @@ pub fn count(metrics: &str, series: &str) -> i64 {
 
 /// A worker's delivery figures for the reports: deliveries the broker
 /// flagged as redelivered, and deliveries of already finished jobs.
-pub fn deliveries(metrics: &str) -> String {
+pub(crate) fn deliveries(metrics: &str) -> String {
     format!(
         "redelivered {}, duplicates acknowledged with no effect {}",
         count(metrics, "jobs_redelivered_total"),
@@ -431,22 +397,9 @@ pub fn deliveries(metrics: &str) -> String {
     )
 }
 
-/// Waits (bounded) until `check` holds.
-pub async fn wait_until<F, Fut>(what: &str, limit: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// The final status a ledger expects of a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Expect {
+pub(crate) enum Expect {
     /// Done, with exactly one effect.
     Succeeded,
     /// Failed permanently, with no effect.
@@ -468,14 +421,14 @@ impl Expect {
 /// The client's record of every job the api accepted (a 202), checked
 /// against the database at the end.
 #[derive(Debug, Default)]
-pub struct Ledger {
+pub(crate) struct Ledger {
     accepted: Mutex<HashMap<Uuid, Expect>>,
     refused: Mutex<u32>,
 }
 
 /// What the check found.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Report {
+pub(crate) struct Report {
     /// 202s received.
     pub accepted: usize,
     /// Accepted jobs not in their expected final state.
@@ -492,7 +445,7 @@ pub struct Report {
 
 impl Ledger {
     /// Submits a job; records it when the answer is 202.
-    pub async fn submit(&self, stack: &Stack, body: &Value, expect: Expect) -> Option<Uuid> {
+    pub(crate) async fn submit(&self, stack: &Stack, body: &Value, expect: Expect) -> Option<Uuid> {
         match stack.submit(body).await {
             Ok(response) if response.status() == StatusCode::ACCEPTED => {
                 let job: Value = response.json().await.expect("a job");
@@ -508,7 +461,7 @@ impl Ledger {
     }
 
     /// Submits `count` synthetic jobs of `work_ms` each, `pause` apart.
-    pub async fn stream(&self, stack: &Stack, count: usize, work_ms: u64, pause: Duration) {
+    pub(crate) async fn stream(&self, stack: &Stack, count: usize, work_ms: u64, pause: Duration) {
         for _ in 0..count {
             self.submit(
                 stack,
@@ -521,14 +474,14 @@ impl Ledger {
     }
 
     /// Jobs accepted so far.
-    pub async fn accepted(&self) -> usize {
+    pub(crate) async fn accepted(&self) -> usize {
         self.accepted.lock().await.len()
     }
 
     /// Waits (up to `limit`) until every accepted job reached its expected
     /// state, then checks the database and returns the figures. Panics with
     /// the report when anything was lost, duplicated or unexpected.
-    pub async fn settle(&self, stack: &Stack, what: &str, limit: Duration) -> Report {
+    pub(crate) async fn settle(&self, stack: &Stack, what: &str, limit: Duration) -> Report {
         let deadline = Instant::now() + limit;
         let report = loop {
             let report = self.check(&stack.db).await;
@@ -590,6 +543,6 @@ impl Ledger {
 }
 
 /// A relay failpoint: crash this many times between confirm and commit.
-pub fn relay_crashes(times: u32) -> Arc<AtomicU32> {
+pub(crate) fn relay_crashes(times: u32) -> Arc<AtomicU32> {
     Arc::new(AtomicU32::new(times))
 }

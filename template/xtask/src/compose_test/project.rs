@@ -20,7 +20,7 @@ use anyhow::{Context, bail};
 use crate::cmd;
 
 /// A Compose project, taken down with its volumes when dropped.
-pub struct Project {
+pub(super) struct Project {
     /// Compose's project name.
     pub name: String,
     root: PathBuf,
@@ -32,7 +32,7 @@ pub struct Project {
 impl Project {
     /// A project over the root's Compose file, with `.env.example`'s
     /// values, NGINX on `http_port` and RabbitMQ's UI on `ui_port`.
-    pub fn new(
+    pub(super) fn new(
         root: &Path,
         scratch: &Path,
         name: &str,
@@ -40,7 +40,7 @@ impl Project {
         ui_port: u16,
     ) -> anyhow::Result<Self> {
         let example = std::fs::read_to_string(root.join(".env.example")).context("reading .env.example")?;
-        let mut env: Vec<(String, String)> = crate::ci::env_pairs(&example);
+        let mut env: Vec<(String, String)> = crate::checks::env_pairs(&example);
         let mut set = |key: &str, value: String| match env.iter_mut().find(|(k, _)| k == key) {
             Some(pair) => pair.1 = value,
             None => env.push((key.to_owned(), value)),
@@ -61,7 +61,7 @@ impl Project {
     }
 
     /// `docker compose` for this project.
-    pub fn compose(&self) -> Command {
+    pub(super) fn compose(&self) -> Command {
         let mut command = Command::new("docker");
         command
             .arg("compose")
@@ -78,12 +78,12 @@ impl Project {
     }
 
     /// Runs `docker compose ARGS`, failing with its command line.
-    pub fn run(&self, args: &[&str]) -> anyhow::Result<()> {
+    pub(super) fn run(&self, args: &[&str]) -> anyhow::Result<()> {
         cmd::run(self.compose().args(args))
     }
 
     /// Runs `docker compose ARGS` and returns its standard output.
-    pub fn output(&self, args: &[&str]) -> anyhow::Result<String> {
+    pub(super) fn output(&self, args: &[&str]) -> anyhow::Result<String> {
         let mut command = self.compose();
         command.args(args).stdin(Stdio::null());
         let out: Output = command.output().with_context(|| cmd::describe(&command))?;
@@ -99,7 +99,7 @@ impl Project {
     }
 
     /// `up -d --wait` with the prebuilt images; how long it took.
-    pub fn up(&self, extra: &[&str]) -> anyhow::Result<Duration> {
+    pub(super) fn up(&self, extra: &[&str]) -> anyhow::Result<Duration> {
         let started = Instant::now();
         let mut args =
             vec!["up", "--detach", "--wait", "--wait-timeout", "300", "--no-build", "--quiet-pull"];
@@ -115,7 +115,7 @@ impl Project {
 
     /// The ids of a service's containers, or of every service's with `""`
     /// (running ones, or all with `all`).
-    pub fn containers(&self, service: &str, all: bool) -> anyhow::Result<Vec<String>> {
+    pub(super) fn containers(&self, service: &str, all: bool) -> anyhow::Result<Vec<String>> {
         let mut args = vec!["ps", "--quiet"];
         if all {
             args.push("--all");
@@ -127,12 +127,12 @@ impl Project {
     }
 
     /// Containers, networks and volumes of this project that still exist.
-    pub fn leftovers(&self) -> anyhow::Result<Vec<String>> {
+    pub(super) fn leftovers(&self) -> anyhow::Result<Vec<String>> {
         leftovers(&self.name)
     }
 
     /// `down --volumes`: everything the project made goes.
-    pub fn down(&self) -> anyhow::Result<()> {
+    pub(super) fn down(&self) -> anyhow::Result<()> {
         let out = self
             .compose()
             .args(["down", "--volumes", "--remove-orphans", "--timeout", "30"])
@@ -154,7 +154,7 @@ impl Drop for Project {
 }
 
 /// Containers, networks and volumes of the project `name` that exist.
-pub fn leftovers(name: &str) -> anyhow::Result<Vec<String>> {
+pub(super) fn leftovers(name: &str) -> anyhow::Result<Vec<String>> {
     let label = format!("label=com.docker.compose.project={name}");
     let mut found = Vec::new();
     for (kind, args) in [
@@ -172,7 +172,7 @@ pub fn leftovers(name: &str) -> anyhow::Result<Vec<String>> {
 }
 
 /// `docker inspect --format` of a container.
-pub fn inspect(container: &str, format: &str) -> anyhow::Result<String> {
+pub(super) fn inspect(container: &str, format: &str) -> anyhow::Result<String> {
     let out = Command::new("docker").args(["inspect", "--format", format, container]).output()?;
     if !out.status.success() {
         bail!("docker inspect {container}: {}", String::from_utf8_lossy(&out.stderr).trim());

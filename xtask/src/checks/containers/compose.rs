@@ -35,7 +35,7 @@ const NOT_SECRET: &[&str] = &["RATE_LIMIT_KEY", "REDIS_KEY_PREFIX", "API_KEY_REF
 const CONDITIONS: &[&str] = &["service_started", "service_healthy", "service_completed_successfully"];
 
 /// Every problem of the Compose file `text`, checked against `.env.example`.
-pub fn check(text: &str, env_example: &str) -> anyhow::Result<Vec<String>> {
+pub(super) fn check(text: &str, env_example: &str) -> anyhow::Result<Vec<String>> {
     let mut doc: Value = serde_norway::from_str(text).context("parsing the YAML")?;
     doc.apply_merge().context("applying `<<` merge keys")?;
     let services = doc.get("services").and_then(Value::as_mapping).context("no `services`")?;

@@ -45,14 +45,14 @@ fn stages(text: &str) -> Vec<Stage> {
 }
 
 /// Whether `user` is `UID` or `UID:GID` in digits, with UID not 0.
-pub fn numeric_non_root(user: &str) -> bool {
+pub(super) fn numeric_non_root(user: &str) -> bool {
     let (uid, gid) = user.split_once(':').unwrap_or((user, "0"));
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     digits(uid) && digits(gid) && uid.parse::<u32>().is_ok_and(|u| u != 0)
 }
 
 /// The problems of one Dockerfile.
-pub fn check(text: &str) -> Vec<String> {
+pub(super) fn check(text: &str) -> Vec<String> {
     let mut problems = Vec::new();
     for stage in stages(text) {
         let last =

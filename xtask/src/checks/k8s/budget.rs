@@ -25,11 +25,11 @@ use super::manifest::{Role, count, each, id, kind, name, of_kind, pod_spec, sett
 use super::policy::autoscalers_of;
 
 /// The ConfigMap that declares a managed server's settings.
-pub const SERVER_CONFIG_MAP: &str = "postgres-server";
+pub(super) const SERVER_CONFIG_MAP: &str = "postgres-server";
 
 /// One workload's share.
 #[derive(Debug)]
-pub struct Share {
+pub(super) struct Share {
     /// `Kind/name container`.
     pub what: String,
     /// Most pods at once.
@@ -44,8 +44,7 @@ pub struct Share {
 
 /// The server's limit.
 #[derive(Debug)]
-pub struct Limit {
-    /// `max_connections`.
+pub(super) struct Limit {
     pub max_connections: u64,
     /// `superuser_reserved_connections`.
     pub superuser_reserved: u64,
@@ -57,7 +56,7 @@ pub struct Limit {
 
 /// The whole budget.
 #[derive(Debug)]
-pub struct Budget {
+pub(super) struct Budget {
     /// Every pool.
     pub shares: Vec<Share>,
     /// What Postgres allows.
@@ -66,19 +65,19 @@ pub struct Budget {
 
 impl Budget {
     /// Connections in use at worst, reserved slots included.
-    pub fn total(&self) -> u64 {
+    pub(super) fn total(&self) -> u64 {
         self.shares.iter().map(|s| s.pods * s.per_pod).sum::<u64>()
             + self.limit.superuser_reserved
             + self.limit.reserved
     }
 
     /// Whether it fits.
-    pub fn fits(&self) -> bool {
+    pub(super) fn fits(&self) -> bool {
         self.total() <= self.limit.max_connections
     }
 
     /// The arithmetic, one line per term.
-    pub fn report(&self) -> String {
+    pub(super) fn report(&self) -> String {
         let mut out = format!(
             "Postgres connection budget (max_connections {}, from {}):\n",
             self.limit.max_connections, self.limit.from
@@ -115,7 +114,7 @@ impl Budget {
 }
 
 /// Computes the budget of one rendered overlay.
-pub fn compute(docs: &[Value]) -> Result<Budget, String> {
+pub(super) fn compute(docs: &[Value]) -> Result<Budget, String> {
     let mut shares = Vec::new();
     for doc in docs.iter().filter(|d| matches!(kind(d), "Deployment" | "StatefulSet" | "Job")) {
         let Some(spec) = pod_spec(doc) else { continue };

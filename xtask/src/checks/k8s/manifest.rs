@@ -19,7 +19,7 @@ const POD_SPECS: &[(&str, &str)] = &[
 
 /// Splits a YAML stream into its documents (at `---` lines, as kustomize
 /// writes them) and reads each as JSON values; empty documents are skipped.
-pub fn parse_documents(text: &str) -> anyhow::Result<Vec<Value>> {
+pub(super) fn parse_documents(text: &str) -> anyhow::Result<Vec<Value>> {
     let mut docs = Vec::new();
     let mut current = String::new();
     let mut flush = |current: &mut String, index: usize| -> anyhow::Result<()> {
@@ -50,33 +50,33 @@ pub fn parse_documents(text: &str) -> anyhow::Result<Vec<Value>> {
 }
 
 /// `kind` of an object.
-pub fn kind(doc: &Value) -> &str {
+pub(super) fn kind(doc: &Value) -> &str {
     doc["kind"].as_str().unwrap_or_default()
 }
 
 /// `metadata.name` of an object.
-pub fn name(doc: &Value) -> &str {
+pub(super) fn name(doc: &Value) -> &str {
     doc["metadata"]["name"].as_str().unwrap_or_default()
 }
 
 /// `Kind/name`, for messages.
-pub fn id(doc: &Value) -> String {
+pub(super) fn id(doc: &Value) -> String {
     format!("{}/{}", kind(doc), name(doc))
 }
 
 /// The objects of one kind.
-pub fn of_kind<'a>(docs: &'a [Value], wanted: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
+pub(super) fn of_kind<'a>(docs: &'a [Value], wanted: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
     docs.iter().filter(move |d| kind(d) == wanted)
 }
 
 /// The pod spec of a workload, if the object is one.
-pub fn pod_spec(doc: &Value) -> Option<&Value> {
+pub(super) fn pod_spec(doc: &Value) -> Option<&Value> {
     let (_, pointer) = POD_SPECS.iter().find(|(k, _)| *k == kind(doc))?;
     doc.pointer(pointer)
 }
 
 /// The labels of a workload's pods.
-pub fn pod_labels(doc: &Value) -> &Value {
+pub(super) fn pod_labels(doc: &Value) -> &Value {
     match kind(doc) {
         "Pod" => &doc["metadata"]["labels"],
         "CronJob" => &doc["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"],
@@ -85,20 +85,20 @@ pub fn pod_labels(doc: &Value) -> &Value {
 }
 
 /// Every container of a pod spec: init, regular and ephemeral.
-pub fn containers(spec: &Value) -> impl Iterator<Item = &Value> {
+pub(super) fn containers(spec: &Value) -> impl Iterator<Item = &Value> {
     ["initContainers", "containers", "ephemeralContainers"]
         .into_iter()
         .flat_map(move |field| each(&spec[field]))
 }
 
 /// The items of an array (none if it is not one).
-pub fn each(value: &Value) -> impl Iterator<Item = &Value> {
+pub(super) fn each(value: &Value) -> impl Iterator<Item = &Value> {
     value.as_array().into_iter().flatten()
 }
 
 /// Which of our services an image is, from its name (`…/NAME-api:tag`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
+pub(super) enum Role {
     /// The api image (also runs `migrate`).
     Api,
     /// The worker image.
@@ -107,7 +107,7 @@ pub enum Role {
 
 impl Role {
     /// The role of a container, by its image.
-    pub fn of(container: &Value) -> Option<Self> {
+    pub(super) fn of(container: &Value) -> Option<Self> {
         let image = container["image"].as_str()?;
         let without_digest = image.split('@').next().unwrap_or(image);
         let last = without_digest.rsplit('/').next().unwrap_or(without_digest);
@@ -123,7 +123,7 @@ impl Role {
 
     /// The service's own default for a setting it reads from the
     /// environment (see `api/src/config.rs` and `worker/src/config.rs`).
-    pub fn default_of(self, key: &str) -> Option<&'static str> {
+    pub(super) fn default_of(self, key: &str) -> Option<&'static str> {
         match (self, key) {
             (Self::Api, "DB_MAX_CONNECTIONS") => Some("10"),
             (Self::Worker, "DB_MAX_CONNECTIONS") => Some("20"),
@@ -139,8 +139,7 @@ impl Role {
 
 /// Where a container's setting comes from, for messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Setting {
-    /// The value.
+pub(super) struct Setting {
     pub value: String,
     /// `env`, `ConfigMap NAME` or `default`.
     pub from: String,
@@ -150,7 +149,7 @@ pub struct Setting {
 /// the last `envFrom` ConfigMap that has it, else the service's default.
 /// `None` if it comes from elsewhere (a Secret, the downward API) or
 /// nowhere.
-pub fn setting(docs: &[Value], container: &Value, key: &str) -> Option<Setting> {
+pub(super) fn setting(docs: &[Value], container: &Value, key: &str) -> Option<Setting> {
     if let Some(var) = each(&container["env"]).find(|v| v["name"] == key) {
         return var["value"].as_str().map(|v| Setting { value: v.to_owned(), from: "env".into() });
     }
@@ -173,7 +172,7 @@ pub fn setting(docs: &[Value], container: &Value, key: &str) -> Option<Setting> 
 
 /// A duration as the services write them (`500ms`, `5s`, `1m30s`, `2h`), in
 /// milliseconds.
-pub fn duration_ms(text: &str) -> Option<u64> {
+pub(super) fn duration_ms(text: &str) -> Option<u64> {
     let text = text.trim();
     if text.is_empty() {
         return None;
@@ -199,16 +198,16 @@ pub fn duration_ms(text: &str) -> Option<u64> {
 }
 
 /// An NGINX size, read as the edge's own configuration is.
-pub use edge_config::size_bytes as nginx_size;
+pub(super) use edge_config::size_bytes as nginx_size;
 
 /// A count that may be a number or a string holding one.
-pub fn count(value: &Value) -> Option<u64> {
+pub(super) fn count(value: &Value) -> Option<u64> {
     value.as_u64().or_else(|| value.as_str().and_then(|s| s.trim().parse().ok()))
 }
 
 /// A rollout's `maxSurge` (a count or a percentage, rounded up as the
 /// Deployment controller does) for `replicas` pods.
-pub fn surge(value: &Value, replicas: u64) -> Option<u64> {
+pub(super) fn surge(value: &Value, replicas: u64) -> Option<u64> {
     if let Some(percent) = value.as_str().and_then(|s| s.strip_suffix('%')) {
         let percent: u64 = percent.parse().ok()?;
         return Some((replicas * percent).div_ceil(100));
@@ -217,7 +216,7 @@ pub fn surge(value: &Value, replicas: u64) -> Option<u64> {
 }
 
 /// Standard base64 (what a Secret's `data` holds), decoded.
-pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
+pub(super) fn base64_decode(text: &str) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(text.len() / 4 * 3);
     let mut buffer = 0u32;
     let mut bits = 0;

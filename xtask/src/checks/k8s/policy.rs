@@ -26,20 +26,20 @@ const ADDABLE_CAPABILITY: &str = "NET_BIND_SERVICE";
 
 /// What the services take after their drain, before they exit: the
 /// telemetry flush (`telemetry::FLUSH_BOUND`), in milliseconds.
-pub const EXIT_MARGIN_MS: u64 = 5_000;
+pub(super) const EXIT_MARGIN_MS: u64 = 5_000;
 
 /// The only paths the Ingress may route: the API, its docs and its schema.
 /// Never /metrics, /healthz or /readyz.
-pub const PUBLIC_PATHS: &[&str] = &["/v1", "/v2", "/docs", "/openapi.json"];
+pub(super) const PUBLIC_PATHS: &[&str] = &["/v1", "/v2", "/docs", "/openapi.json"];
 
 const NGINX: &str = "nginx.ingress.kubernetes.io/";
 
 /// Placeholder values from the `secrets.env.example` files, by key.
-pub type Placeholders = BTreeMap<String, BTreeSet<String>>;
+pub(super) type Placeholders = BTreeMap<String, BTreeSet<String>>;
 
 /// The metric names prometheus-adapter serves, by API.
 #[derive(Debug, Default)]
-pub struct AdapterMetrics {
+pub(super) struct AdapterMetrics {
     /// custom.metrics.k8s.io (Pods and Object metrics).
     pub custom: BTreeSet<String>,
     /// external.metrics.k8s.io (External metrics).
@@ -47,7 +47,7 @@ pub struct AdapterMetrics {
 }
 
 /// Every policy, over one rendered overlay.
-pub fn check(docs: &[Value], placeholders: &Placeholders, adapter: &AdapterMetrics) -> Vec<String> {
+pub(super) fn check(docs: &[Value], placeholders: &Placeholders, adapter: &AdapterMetrics) -> Vec<String> {
     let mut problems = Vec::new();
     pod_security(docs, &mut problems);
     autoscaling(docs, &mut problems);
@@ -64,7 +64,7 @@ pub fn check(docs: &[Value], placeholders: &Placeholders, adapter: &AdapterMetri
 /// Pod Security "restricted" for every pod template (Jobs and init
 /// containers included), and more for our own images: a read-only root
 /// filesystem and resource requests and limits.
-pub fn pod_security(docs: &[Value], problems: &mut Vec<String>) {
+pub(super) fn pod_security(docs: &[Value], problems: &mut Vec<String>) {
     for doc in docs {
         let Some(spec) = pod_spec(doc) else { continue };
         let at = id(doc);
@@ -138,7 +138,7 @@ fn container_security(at: &str, pod: &Value, container: &Value, problems: &mut V
 }
 
 /// The autoscaler targeting a Deployment: `(kind, name, min, max)` of each.
-pub fn autoscalers_of<'a>(docs: &'a [Value], deployment: &str) -> Vec<(&'a str, &'a str, u64, u64)> {
+pub(super) fn autoscalers_of<'a>(docs: &'a [Value], deployment: &str) -> Vec<(&'a str, &'a str, u64, u64)> {
     let mut found = Vec::new();
     for hpa in of_kind(docs, "HorizontalPodAutoscaler") {
         let target = &hpa["spec"]["scaleTargetRef"];
@@ -164,7 +164,7 @@ pub fn autoscalers_of<'a>(docs: &'a [Value], deployment: &str) -> Vec<(&'a str, 
 /// An HPA exists; every autoscaler keeps at least two replicas and says how
 /// fast to scale; every Deployment has exactly one autoscaler and no fixed
 /// replica count.
-pub fn autoscaling(docs: &[Value], problems: &mut Vec<String>) {
+pub(super) fn autoscaling(docs: &[Value], problems: &mut Vec<String>) {
     if of_kind(docs, "HorizontalPodAutoscaler").next().is_none() {
         problems.push("there is no HorizontalPodAutoscaler".to_owned());
     }
@@ -197,7 +197,7 @@ pub fn autoscaling(docs: &[Value], problems: &mut Vec<String>) {
 }
 
 /// A PodDisruptionBudget exists, and one covers every Deployment's pods.
-pub fn disruption_budgets(docs: &[Value], problems: &mut Vec<String>) {
+pub(super) fn disruption_budgets(docs: &[Value], problems: &mut Vec<String>) {
     let budgets: Vec<&Value> = of_kind(docs, "PodDisruptionBudget").collect();
     if budgets.is_empty() {
         problems.push("there is no PodDisruptionBudget".to_owned());
@@ -217,7 +217,7 @@ pub fn disruption_budgets(docs: &[Value], problems: &mut Vec<String>) {
 }
 
 /// A NetworkPolicy that selects every pod and allows nothing either way.
-pub fn default_deny(docs: &[Value], problems: &mut Vec<String>) {
+pub(super) fn default_deny(docs: &[Value], problems: &mut Vec<String>) {
     let found = of_kind(docs, "NetworkPolicy").any(|policy| {
         let spec = &policy["spec"];
         let selector = &spec["podSelector"];
@@ -246,7 +246,7 @@ pub fn default_deny(docs: &[Value], problems: &mut Vec<String>) {
 
 /// Every value of every Secret is empty or the placeholder the examples
 /// give for its key: a real secret never gets into the manifests.
-pub fn secrets(docs: &[Value], placeholders: &Placeholders, problems: &mut Vec<String>) {
+pub(super) fn secrets(docs: &[Value], placeholders: &Placeholders, problems: &mut Vec<String>) {
     for secret in of_kind(docs, "Secret") {
         let encoded = secret["data"].as_object().into_iter().flatten().map(|(key, value)| {
             let text = value.as_str().and_then(super::manifest::base64_decode).map(String::from_utf8);
@@ -275,7 +275,7 @@ pub fn secrets(docs: &[Value], placeholders: &Placeholders, problems: &mut Vec<S
 
 /// Our containers' probes: readiness on /readyz, liveness (and startup) on
 /// /healthz, which has no dependencies, so an outage never restarts pods.
-pub fn probes(docs: &[Value], problems: &mut Vec<String>) {
+pub(super) fn probes(docs: &[Value], problems: &mut Vec<String>) {
     for deployment in of_kind(docs, "Deployment") {
         let Some(spec) = pod_spec(deployment) else { continue };
         for container in each(&spec["containers"]).filter(|c| Role::of(c).is_some()) {
@@ -299,7 +299,7 @@ pub fn probes(docs: &[Value], problems: &mut Vec<String>) {
 
 /// preStop sleep + SHUTDOWN_DELAY + SHUTDOWN_GRACE + the exit margin fit in
 /// terminationGracePeriodSeconds, for every container of ours.
-pub fn drain(docs: &[Value], problems: &mut Vec<String>) {
+pub(super) fn drain(docs: &[Value], problems: &mut Vec<String>) {
     for deployment in of_kind(docs, "Deployment") {
         let Some(spec) = pod_spec(deployment) else { continue };
         let period_ms = count(&spec["terminationGracePeriodSeconds"]).unwrap_or(30) * 1_000;
@@ -358,7 +358,7 @@ fn api_setting(docs: &[Value], key: &str) -> Option<String> {
 /// the edge's limits: the api's body limit, a per-address rate limit, a
 /// read timeout above the api's own, and no retries of non-idempotent
 /// requests.
-pub fn ingress(docs: &[Value], problems: &mut Vec<String>) {
+pub(super) fn ingress(docs: &[Value], problems: &mut Vec<String>) {
     let body_limit = api_setting(docs, "BODY_LIMIT_BYTES").and_then(|v| v.parse::<u64>().ok());
     let request_timeout_ms = api_setting(docs, "REQUEST_TIMEOUT").and_then(|v| duration_ms(&v));
     for ingress in of_kind(docs, "Ingress") {
@@ -401,7 +401,7 @@ pub fn ingress(docs: &[Value], problems: &mut Vec<String>) {
 
 /// Every custom or external metric an HPA asks for is one the adapter
 /// rules serve.
-pub fn adapter_metrics(docs: &[Value], adapter: &AdapterMetrics, problems: &mut Vec<String>) {
+pub(super) fn adapter_metrics(docs: &[Value], adapter: &AdapterMetrics, problems: &mut Vec<String>) {
     for hpa in of_kind(docs, "HorizontalPodAutoscaler") {
         for metric in each(&hpa["spec"]["metrics"]) {
             let (served, field) = match metric["type"].as_str() {
@@ -424,7 +424,7 @@ pub fn adapter_metrics(docs: &[Value], adapter: &AdapterMetrics, problems: &mut 
 /// The metric names the adapter rules (Helm values: `rules.custom` and
 /// `rules.external`) serve; every series they read must be one of `known`
 /// (histograms by their base name).
-pub fn adapter_rules(values: &Value, known: &[&str], problems: &mut Vec<String>) -> AdapterMetrics {
+pub(super) fn adapter_rules(values: &Value, known: &[&str], problems: &mut Vec<String>) -> AdapterMetrics {
     let mut served = AdapterMetrics::default();
     for (list, names) in [("custom", &mut served.custom), ("external", &mut served.external)] {
         for rule in each(&values["rules"][list]) {

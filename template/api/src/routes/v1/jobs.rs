@@ -1,7 +1,7 @@
 //! `/v1/jobs`: submit work for the worker and follow it.
 //!
 //! `POST` answers 202 Accepted once the job is durably recorded (see
-//! [`crate::jobs`]), with `Location` to poll; `GET` carries `Retry-After`
+//! [`crate::offload`]), with `Location` to poll; `GET` carries `Retry-After`
 //! until the job is finished, so clients poll politely. Jobs belong to the
 //! API key that submitted them: other keys get 404.
 
@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
+use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
@@ -20,7 +21,7 @@ use uuid::Uuid;
 use crate::error::{ApiError, ErrorCode, FieldError, Problem};
 use crate::http::access::{self, Caller};
 use crate::http::extract::{Json, Path};
-use crate::jobs::{self, Job, Jobs, Status, Submission, Submitted};
+use crate::offload::{self, Job, Jobs, Status, Submission, Submitted};
 use crate::state::AppState;
 
 const PREFIX: &str = "/v1";
@@ -41,15 +42,36 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[schema(as = v1::JobRequest)]
 #[serde(deny_unknown_fields)]
 pub struct JobRequest {
-    /// The job kind: `items_report` (price statistics over the items) or
-    /// `synthetic` (configurable cost and failure, for load tests).
-    #[schema(example = "items_report")]
+    /// The job kind (the list comes from `jobs::kinds::KINDS`).
+    #[schema(schema_with = kind_schema)]
     pub kind: String,
-    /// The kind's input. `items_report`: `{"currency": "EUR"}` (optional).
-    /// `synthetic`: `{"work_ms": 0..60000, "fail": "never|transient|permanent|panic", "failures": n}`.
+    /// The kind's input (described per kind from `jobs::kinds::KINDS`).
     #[serde(default = "empty_object")]
-    #[schema(value_type = Object)]
+    #[schema(schema_with = input_schema)]
     pub input: Value,
+}
+
+/// `kind`: an enum of the registered kinds, each described.
+#[expect(deprecated, reason = "`example`, as the derive writes it for every other field of the document")]
+fn kind_schema() -> Object {
+    let described: Vec<String> =
+        jobs::kinds::KINDS.iter().map(|kind| format!("- `{}`: {}.", kind.name, kind.summary)).collect();
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(jobs::kinds::names()))
+        .description(Some(format!("The job kind:\n{}", described.join("\n"))))
+        .example(Some(Value::from(jobs::kinds::KINDS[0].name)))
+        .build()
+}
+
+/// `input`: an object whose shape depends on the kind.
+fn input_schema() -> Object {
+    let described: Vec<String> =
+        jobs::kinds::KINDS.iter().map(|kind| format!("- `{}`: `{}`", kind.name, kind.input)).collect();
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .description(Some(format!("The kind's input:\n{}", described.join("\n"))))
+        .build()
 }
 
 fn empty_object() -> Value {
@@ -132,7 +154,7 @@ pub async fn submit_job(
 ) -> Result<Response, ApiError> {
     let Some(Extension(Caller::Key(key))) = caller else { return Ok(access::key_required()) };
     let idempotency_key = idempotency_key(&headers)?;
-    ::jobs::kinds::validate(&request.kind, &request.input).map_err(|violations| {
+    jobs::kinds::validate(&request.kind, &request.input).map_err(|violations| {
         ApiError::Validation(
             violations
                 .into_iter()
@@ -140,7 +162,7 @@ pub async fn submit_job(
                 .collect(),
         )
     })?;
-    let (traceparent, tracestate) = jobs::trace_context(&tracing::Span::current(), &headers);
+    let (traceparent, tracestate) = offload::trace_context(&tracing::Span::current(), &headers);
     let submission = Submission {
         kind: request.kind,
         input: request.input,

@@ -1,0 +1,27 @@
+//! What every service binary of the workspace needs, written once, so the
+//! api and the worker cannot drift apart on it:
+//!
+//! - [`defaults`]: the one default URL of each backing service;
+//! - [`settings`]: collecting every invalid setting before reporting;
+//! - [`healthcheck`]: the `healthcheck` subcommand of a distroless image;
+//! - [`lifecycle`]: the drain state that turns readiness 503;
+//! - `shutdown`: the signal that starts the drain (feature `runtime`);
+//! - `database`: the Postgres settings and the pool built from them, with
+//!   the acquire bound and `statement_timeout` on every connection (feature
+//!   `runtime`).
+//!
+//! It depends on no crate of the workspace: services depend on it, never
+//! the other way.
+
+pub mod defaults;
+pub mod healthcheck;
+pub mod lifecycle;
+pub mod settings;
+
+#[cfg(feature = "runtime")]
+pub mod database;
+#[cfg(feature = "runtime")]
+pub mod shutdown;
+
+pub use lifecycle::Lifecycle;
+pub use settings::{ConfigErrors, Problems};

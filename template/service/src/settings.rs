@@ -36,13 +36,7 @@ impl Problems {
         raw: &str,
         parse: impl FnOnce(&str) -> Result<T, E>,
     ) -> Option<T> {
-        match parse(raw.trim()) {
-            Ok(value) => Some(value),
-            Err(err) => {
-                self.0.push(format!("{name}={raw:?}: {err}"));
-                None
-            }
-        }
+        self.parse_as(|| format!("{name}={raw:?}"), raw, parse)
     }
 
     /// Like [`Problems::parse`], for values that must not be printed (URLs
@@ -53,13 +47,16 @@ impl Problems {
         raw: &str,
         parse: impl FnOnce(&str) -> Result<T, E>,
     ) -> Option<T> {
-        match parse(raw.trim()) {
-            Ok(value) => Some(value),
-            Err(err) => {
-                self.0.push(format!("{name}: {err}"));
-                None
-            }
-        }
+        self.parse_as(|| name.to_owned(), raw, parse)
+    }
+
+    fn parse_as<T, E: fmt::Display>(
+        &mut self,
+        label: impl FnOnce() -> String,
+        raw: &str,
+        parse: impl FnOnce(&str) -> Result<T, E>,
+    ) -> Option<T> {
+        parse(raw.trim()).map_err(|err| self.0.push(format!("{}: {err}", label()))).ok()
     }
 
     /// Records `message` unless `ok`.

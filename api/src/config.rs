@@ -27,7 +27,10 @@ mod relay;
 // @template endif
 mod server;
 
+// @template if redis
 use std::time::Duration;
+
+// @template endif
 
 use clap::{Args, Parser};
 use service::database::{DatabaseConfig, DatabaseSettings};
@@ -41,9 +44,8 @@ pub use redis::RedisSettings;
 // @template if worker
 pub use relay::RelaySettings;
 // @template endif
-pub use server::{LogFormat, LogSettings, PortSetting, ServerSettings};
+pub use server::{LogFormat, LogSettings, PortSetting, ServerConfig, ServerSettings};
 
-use crate::http::HttpConfig;
 use crate::http::access::AccessConfig;
 // @template if worker
 use crate::offload::relay::RelayConfig;
@@ -51,7 +53,6 @@ use crate::offload::relay::RelayConfig;
 // @template if redis
 use crate::redis_client::RedisConfig;
 // @template endif
-use crate::versioning::Deprecations;
 
 /// Every setting of serving, as text, documented for `--help`.
 #[derive(Debug, Clone, Args)]
@@ -75,16 +76,8 @@ pub struct Settings {
 /// The validated configuration of serving.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub listen: std::net::SocketAddr,
+    pub server: ServerConfig,
     pub database: DatabaseConfig,
-    pub migrate_on_start: bool,
-    pub http: HttpConfig,
-    /// Time between SIGTERM and closing the listener.
-    pub shutdown_delay: Duration,
-    /// Time in-flight requests get once the listener is closed.
-    pub shutdown_grace: Duration,
-    pub deprecations: Deprecations,
-    pub log_format: LogFormat,
     pub access: AccessConfig,
     // @template if redis
     /// `None` when REDIS_URL is empty.
@@ -144,14 +137,8 @@ impl Settings {
             let redis = redis.expect(missing);
             // @template endif
             Config {
-                listen: server.listen,
+                server,
                 database: database.expect(missing),
-                migrate_on_start: server.migrate_on_start,
-                http: server.http,
-                shutdown_delay: server.shutdown_delay,
-                shutdown_grace: server.shutdown_grace,
-                deprecations: server.deprecations,
-                log_format: server.log_format,
                 access: access.expect(missing),
                 // @template if redis
                 redis: redis.redis,
@@ -173,9 +160,9 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         let config = Settings::defaults().validate().expect("defaults validate");
-        assert_eq!(config.listen.port(), 8080);
-        assert_eq!(config.database.acquire_timeout, Duration::from_secs(2));
-        assert_eq!(config.http.cors, crate::http::Cors::Disabled);
+        assert_eq!(config.server.listen.port(), 8080);
+        assert_eq!(config.database.acquire_timeout, std::time::Duration::from_secs(2));
+        assert_eq!(config.server.http.cors, crate::http::Cors::Disabled);
     }
 
     #[test]

@@ -113,7 +113,7 @@ fn stack(routes: Router, tweak: impl FnOnce(&mut api::Settings)) -> Router {
     tweak(&mut settings);
     let config = settings.validate().expect("config");
     let pool = sqlx::PgPool::connect_lazy("postgres://nobody@127.0.0.1:1/none").expect("lazy pool");
-    api::http::apply(routes, Arc::new(api::observability::metrics::Metrics::new(pool)), &config.http)
+    api::http::apply(routes, Arc::new(api::observability::metrics::Metrics::new(pool)), &config.server.http)
 }
 
 async fn call(router: Router, path: &str) -> (axum::http::response::Parts, Value) {

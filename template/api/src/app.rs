@@ -90,9 +90,10 @@ impl App {
             metrics,
             lifecycle: service::Lifecycle::default(),
         };
-        let router = routes::router(state.clone(), &config.http, &config.deprecations);
-        let listener =
-            TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+        let router = routes::router(state.clone(), &config.server.http, &config.server.deprecations);
+        let listener = TcpListener::bind(config.server.listen)
+            .await
+            .with_context(|| format!("binding {}", config.server.listen))?;
         Ok(Self {
             listener,
             router,
@@ -135,9 +136,9 @@ impl App {
         let drain = async move {
             shutdown.await;
             lifecycle.start_draining();
-            tracing::info!(delay = ?config.shutdown_delay, "shutdown requested: readiness is now 503");
-            tokio::time::sleep(config.shutdown_delay).await;
-            tracing::info!(grace = ?config.shutdown_grace, "closing the listener; draining in-flight requests");
+            tracing::info!(delay = ?config.server.shutdown_delay, "shutdown requested: readiness is now 503");
+            tokio::time::sleep(config.server.shutdown_delay).await;
+            tracing::info!(grace = ?config.server.shutdown_grace, "closing the listener; draining in-flight requests");
             let _ = closed_tx.send(());
         };
         // Connection info gives the access guard the peer address.
@@ -146,7 +147,7 @@ impl App {
         let grace_expired = async {
             // A dropped sender means the server ended without a shutdown.
             if closed_rx.await.is_ok() {
-                tokio::time::sleep(config.shutdown_grace).await;
+                tokio::time::sleep(config.server.shutdown_grace).await;
             } else {
                 std::future::pending::<()>().await;
             }

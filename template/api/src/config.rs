@@ -23,8 +23,9 @@ mod cli;
 {% endif %}{% if worker %}mod relay;
 {% endif %}mod server;
 
-use std::time::Duration;
+{% if redis %}use std::time::Duration;
 
+{% endif %}
 use clap::{Args, Parser};
 use service::database::{DatabaseConfig, DatabaseSettings};
 use service::{ConfigErrors, Problems};
@@ -33,14 +34,12 @@ pub use access::AccessSettings;
 pub use cli::{Cli, Command, DatabaseArgs, KeysArgs, KeysCommand};
 {% if redis %}pub use redis::RedisSettings;
 {% endif %}{% if worker %}pub use relay::RelaySettings;
-{% endif %}pub use server::{LogFormat, LogSettings, PortSetting, ServerSettings};
+{% endif %}pub use server::{LogFormat, LogSettings, PortSetting, ServerConfig, ServerSettings};
 
-use crate::http::HttpConfig;
 use crate::http::access::AccessConfig;
 {% if worker %}use crate::offload::relay::RelayConfig;
 {% endif %}{% if redis %}use crate::redis_client::RedisConfig;
-{% endif %}use crate::versioning::Deprecations;
-
+{% endif %}
 /// Every setting of serving, as text, documented for `--help`.
 #[derive(Debug, Clone, Args)]
 pub struct Settings {
@@ -59,16 +58,8 @@ pub struct Settings {
 /// The validated configuration of serving.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub listen: std::net::SocketAddr,
+    pub server: ServerConfig,
     pub database: DatabaseConfig,
-    pub migrate_on_start: bool,
-    pub http: HttpConfig,
-    /// Time between SIGTERM and closing the listener.
-    pub shutdown_delay: Duration,
-    /// Time in-flight requests get once the listener is closed.
-    pub shutdown_grace: Duration,
-    pub deprecations: Deprecations,
-    pub log_format: LogFormat,
     pub access: AccessConfig,
 {% if redis %}    /// `None` when REDIS_URL is empty.
     pub redis: Option<RedisConfig>,
@@ -116,14 +107,8 @@ impl Settings {
             let server = server.expect(missing);
 {% if redis %}            let redis = redis.expect(missing);
 {% endif %}            Config {
-                listen: server.listen,
+                server,
                 database: database.expect(missing),
-                migrate_on_start: server.migrate_on_start,
-                http: server.http,
-                shutdown_delay: server.shutdown_delay,
-                shutdown_grace: server.shutdown_grace,
-                deprecations: server.deprecations,
-                log_format: server.log_format,
                 access: access.expect(missing),
 {% if redis %}                redis: redis.redis,
                 cache_ttl: redis.cache_ttl,
@@ -141,9 +126,9 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         let config = Settings::defaults().validate().expect("defaults validate");
-        assert_eq!(config.listen.port(), 8080);
-        assert_eq!(config.database.acquire_timeout, Duration::from_secs(2));
-        assert_eq!(config.http.cors, crate::http::Cors::Disabled);
+        assert_eq!(config.server.listen.port(), 8080);
+        assert_eq!(config.database.acquire_timeout, std::time::Duration::from_secs(2));
+        assert_eq!(config.server.http.cors, crate::http::Cors::Disabled);
     }
 
     #[test]

@@ -20,7 +20,7 @@ async fn main() -> ExitCode {
             }
         }
         Command::Serve(settings) => match settings.validate() {
-            Ok(config) => run(config.log_format, false, serve(config)).await,
+            Ok(config) => run(config.server.log_format, false, serve(config)).await,
             Err(errors) => invalid(&errors),
         },
         Command::Migrate(DatabaseArgs { database, log }) => {
@@ -89,7 +89,7 @@ async fn run(
 }
 
 async fn serve(config: api::Config) -> anyhow::Result<()> {
-    if config.migrate_on_start {
+    if config.server.migrate_on_start {
         api::db::migrate(&config.database).await?;
     }
     let app = App::build(config).await?;

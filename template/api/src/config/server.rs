@@ -72,7 +72,7 @@ pub struct LogSettings {
 
 /// The server's validated settings.
 #[derive(Debug, Clone)]
-pub struct Server {
+pub struct ServerConfig {
     pub listen: SocketAddr,
     pub migrate_on_start: bool,
     pub http: HttpConfig,
@@ -83,7 +83,7 @@ pub struct Server {
 }
 
 impl ServerSettings {
-    pub fn validate(&self, p: &mut Problems) -> Option<Server> {
+    pub fn validate(&self, p: &mut Problems) -> Option<ServerConfig> {
         let host = p.parse("HOST", &self.host, IpAddr::from_str);
         let port = self.port.validate(p);
         let migrate_on_start = p.parse("MIGRATE_ON_START", &self.migrate_on_start, boolean);
@@ -97,7 +97,7 @@ impl ServerSettings {
         if let Some(limit) = body_limit_bytes {
             p.check(limit >= 1024, || "BODY_LIMIT_BYTES must be at least 1024".to_owned());
         }
-        Some(Server {
+        Some(ServerConfig {
             listen: SocketAddr::new(host?, port?),
             migrate_on_start: migrate_on_start?,
             http: HttpConfig {

@@ -530,7 +530,7 @@ async fn the_edge_routes_the_api_only_and_compresses() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_over_the_limit_get_413_from_the_edge_and_from_the_app() {
     let config = api::Cli::parse_from(["api"]).settings.validate().expect("the default settings");
-    let limit = config.http.body_limit_bytes;
+    let limit = config.server.http.body_limit_bytes;
     let edge_limit = testkit::edge::body_limit().expect("the edge's body limit");
     assert_eq!(
         usize::try_from(edge_limit).ok(),

@@ -21,19 +21,19 @@ use tokio::sync::Notify;
 // @template endif
 
 // @template if redis
-use crate::items::cache::ItemCache;
+use crate::items::cache::{CacheMetrics, ItemCache};
 // @template endif
 use crate::config::Config;
 use crate::http::access::Access;
 use crate::items::Items;
 // @template if worker
 use crate::offload::Jobs;
-use crate::offload::relay::Relay;
+use crate::offload::relay::{Relay, RelayMetrics};
 // @template endif
 use crate::api_keys::KeyRing;
 use crate::ratelimit::Limiter;
 // @template if redis
-use crate::redis_client::Redis;
+use crate::redis_client::{Redis, RedisMetrics};
 // @template endif
 use crate::observability::metrics::Metrics;
 use crate::routes;
@@ -50,6 +50,7 @@ pub struct App {
     config: Config,
     // @template if worker
     relay_wake: Arc<Notify>,
+    relay_metrics: RelayMetrics,
     // @template endif
 }
 
@@ -64,25 +65,29 @@ impl App {
         #[allow(unused_mut, reason = "changed only when the project has Redis")]
         let mut items = Items::new(Db::new(db.clone(), metrics.db_client_connection_wait_time.clone()));
         // @template if redis
+        // Each subsystem declares its own metrics; these two are registered
+        // even when Redis or the cache is off, so their series always exist.
+        let redis_metrics = RedisMetrics::register(&metrics);
+        let cache_metrics = CacheMetrics::register(&metrics);
         let limiter = match &config.redis {
             Some(redis_config) => {
-                let redis = Arc::new(Redis::connect(redis_config, &metrics)?);
+                let redis = Arc::new(Redis::connect(redis_config, redis_metrics)?);
                 if !config.cache_ttl.is_zero() {
                     let cache = ItemCache::new(
                         redis.clone(),
                         config.cache_ttl,
-                        metrics.clone(),
+                        cache_metrics,
                         config.cache_fill_delay,
                     );
                     items = items.with_cache(cache);
                 }
-                Limiter::shared(redis, config.access.replicas, metrics.clone())
+                Limiter::shared(redis, config.access.replicas, &metrics)
             }
-            None => Limiter::local(config.access.replicas, metrics.clone()),
+            None => Limiter::local(config.access.replicas, &metrics),
         };
         // @template endif
         // @template if not redis
-        // let limiter = Limiter::local(config.access.replicas, metrics.clone());
+        // let limiter = Limiter::local(config.access.replicas, &metrics);
         // @template endif
         let access = Arc::new(Access {
             keys,
@@ -93,6 +98,7 @@ impl App {
         });
         // @template if worker
         let relay_wake = Arc::new(Notify::new());
+        let relay_metrics = RelayMetrics::register(&metrics);
         let jobs = Jobs::new(
             Db::new(db.clone(), metrics.db_client_connection_wait_time.clone()),
             relay_wake.clone(),
@@ -119,6 +125,7 @@ impl App {
             config,
             // @template if worker
             relay_wake,
+            relay_metrics,
             // @template endif
         })
     }
@@ -143,13 +150,13 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         // @template if worker
-        let Self { listener, router, state, config, relay_wake } = self;
+        let Self { listener, router, state, config, relay_wake, relay_metrics } = self;
         // The relay starts with serving and stops after the drain; stopping
         // it mid-pass is safe (see `offload::relay`).
         let relay = config
             .relay
             .clone()
-            .map(|relay| Relay::spawn(state.db.clone(), relay, relay_wake, state.metrics.clone()));
+            .map(|relay| Relay::spawn(state.db.clone(), relay, relay_wake, relay_metrics));
         // @template endif
         // @template if not worker
         // let Self { listener, router, state, config } = self;

@@ -20,13 +20,20 @@ pub mod headers;
 
 use std::fmt;
 use std::str::FromStr;
+// @template if redis
 use std::sync::Arc;
+// @template endif
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 pub use gcra::LocalLimiter;
 
-use crate::observability::metrics::{BackendLabels, LimitLabels, Metrics};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+
+use crate::observability::metrics::Metrics;
 
 /// `quota` requests per `window`, sustained, with bursts of up to `burst`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -208,9 +215,53 @@ pub struct Limiter {
     // @template if redis
     shared: Option<distributed::SharedLimiter>,
     // @template endif
-    metrics: Arc<Metrics>,
+    metrics: LimitMetrics,
     /// The backend the gauge shows, so it is only written on a change.
     last_backend: AtomicU8,
+}
+
+/// Labels of the decision counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabels {
+    /// The policy (`key`, `ip`, `writes`).
+    policy: &'static str,
+    /// `allowed`, `limited` or `unavailable` (failed closed).
+    decision: &'static str,
+    /// Which limiter decided: `redis` (shared) or `local` (this replica).
+    backend: &'static str,
+}
+
+/// Labels of the backend gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendLabels {
+    /// `redis` or `local`.
+    backend: &'static str,
+}
+
+/// The limiter's metrics, registered by the limiter.
+struct LimitMetrics {
+    /// Decisions per policy, outcome and backend.
+    decisions: Family<LimitLabels, Counter>,
+    /// 1 for the limiter that decided last (`redis` or `local`), 0 for the other.
+    backend: Family<BackendLabels, Gauge>,
+}
+
+impl LimitMetrics {
+    fn register(metrics: &Metrics) -> Self {
+        let decisions = Family::<LimitLabels, Counter>::default();
+        metrics.register(
+            "rate_limit_decisions",
+            "Rate-limit decisions by policy, decision and backend",
+            decisions.clone(),
+        );
+        let backend = Family::<BackendLabels, Gauge>::default();
+        metrics.register(
+            "rate_limit_backend",
+            "1 for the rate limiter in use (redis: shared by all replicas; local: this replica's own)",
+            backend.clone(),
+        );
+        Self { decisions, backend }
+    }
 }
 
 /// Which limiter decided.
@@ -233,22 +284,22 @@ impl Backend {
 }
 
 impl Limiter {
-    /// A limiter that never leaves the process.
-    pub fn local(replicas: u32, metrics: Arc<Metrics>) -> Self {
+    /// A limiter that never leaves the process; its metrics go into `metrics`.
+    pub fn local(replicas: u32, metrics: &Metrics) -> Self {
         Self {
             local: LocalLimiter::default(),
             replicas,
             // @template if redis
             shared: None,
             // @template endif
-            metrics,
+            metrics: LimitMetrics::register(metrics),
             last_backend: AtomicU8::new(u8::MAX),
         }
     }
 
     // @template if redis
     /// A limiter shared through `redis`, falling back to the local one.
-    pub fn shared(redis: Arc<crate::redis_client::Redis>, replicas: u32, metrics: Arc<Metrics>) -> Self {
+    pub fn shared(redis: Arc<crate::redis_client::Redis>, replicas: u32, metrics: &Metrics) -> Self {
         Self { shared: Some(distributed::SharedLimiter::new(redis)), ..Self::local(replicas, metrics) }
     }
     // @template endif
@@ -286,12 +337,12 @@ impl Limiter {
         };
         for check in checks {
             let labels = LimitLabels { policy: check.policy, decision, backend: backend.as_str() };
-            self.metrics.rate_limit_decisions.get_or_create(&labels).inc();
+            self.metrics.decisions.get_or_create(&labels).inc();
         }
         if self.last_backend.swap(backend as u8, Ordering::Relaxed) != backend as u8 {
             for other in [Backend::Redis, Backend::Local] {
                 let labels = BackendLabels { backend: other.as_str() };
-                self.metrics.rate_limit_backend.get_or_create(&labels).set(i64::from(other == backend));
+                self.metrics.backend.get_or_create(&labels).set(i64::from(other == backend));
             }
         }
         verdict

@@ -34,7 +34,11 @@ use uuid::Uuid;
 
 use super::{Item, ItemError, store};
 use crate::error::{ErrorCode, classify_db_error};
-use crate::observability::metrics::{CacheLabels, Metrics};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+
+use crate::observability::metrics::Metrics;
 use crate::redis_client::Redis;
 
 /// Stores `{v: version, d: payload}` unless the stored version is newer; an
@@ -61,6 +65,49 @@ const RETRY_EVERY: Duration = Duration::from_millis(200);
 
 type Loaded = Result<Option<Item>, ErrorCode>;
 
+/// Labels of the cache counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabels {
+    /// Which cache (`items`).
+    cache: &'static str,
+    /// Lookups: `hit`, `miss` or `bypass` (Redis unavailable). Fills:
+    /// `stored`, `stale` (a newer version was already there) or `failed`.
+    result: &'static str,
+}
+
+/// The cache's metrics. Registered with the app whether or not the cache
+/// runs, so dashboards read zeros rather than gaps.
+#[derive(Clone)]
+pub struct CacheMetrics {
+    /// Lookups by result.
+    requests: Family<CacheLabels, Counter>,
+    /// Fills by result.
+    fills: Family<CacheLabels, Counter>,
+    /// Postgres loads made on behalf of the cache (after single flight).
+    loads: Counter,
+    /// Invalidations Redis did not take at once, retried in the background.
+    invalidations_deferred: Counter,
+}
+
+impl CacheMetrics {
+    /// Declares the cache's metrics in `metrics`.
+    pub fn register(metrics: &Metrics) -> Self {
+        let requests = Family::<CacheLabels, Counter>::default();
+        metrics.register("cache_requests", "Cache lookups by result", requests.clone());
+        let fills = Family::<CacheLabels, Counter>::default();
+        metrics.register("cache_fills", "Cache fills by result", fills.clone());
+        let loads = Counter::default();
+        metrics.register("cache_loads", "Postgres loads made to fill the cache", loads.clone());
+        let invalidations_deferred = Counter::default();
+        metrics.register(
+            "cache_invalidations_deferred",
+            "Cache invalidations retried in the background because Redis did not take them",
+            invalidations_deferred.clone(),
+        );
+        Self { requests, fills, loads, invalidations_deferred }
+    }
+}
+
 /// The item cache of one replica.
 pub struct ItemCache {
     redis: Arc<Redis>,
@@ -69,7 +116,7 @@ pub struct ItemCache {
     inflight: Mutex<HashMap<Uuid, Arc<OnceCell<Loaded>>>>,
     /// Invalidations Redis has not taken yet: id → version of the tombstone.
     pending: Mutex<HashMap<Uuid, i64>>,
-    metrics: Arc<Metrics>,
+    metrics: CacheMetrics,
     /// Test hook: a pause between reading Postgres and filling the cache,
     /// to widen the race the version guard closes.
     fill_delay: Option<Duration>,
@@ -93,7 +140,7 @@ impl ItemCache {
     pub fn new(
         redis: Arc<Redis>,
         ttl: Duration,
-        metrics: Arc<Metrics>,
+        metrics: CacheMetrics,
         fill_delay: Option<Duration>,
     ) -> Arc<Self> {
         let cache = Arc::new(Self {
@@ -113,7 +160,7 @@ impl ItemCache {
     }
 
     fn count(&self, result: &'static str) {
-        self.metrics.cache_requests.get_or_create(&CacheLabels { cache: "items", result }).inc();
+        self.metrics.requests.get_or_create(&CacheLabels { cache: "items", result }).inc();
     }
 
     /// An item, from the cache when it is there.
@@ -191,7 +238,7 @@ impl ItemCache {
         if let Cached::Hit(item) = self.lookup(id).await {
             return Ok(Some(item));
         }
-        self.metrics.cache_loads.inc();
+        self.metrics.loads.inc();
         let item = store::find(&mut *db.conn().await?, id).await?;
         if let Some(item) = &item {
             if let Some(delay) = self.fill_delay {
@@ -231,7 +278,7 @@ impl ItemCache {
             Ok(false) => "stale",
             Err(()) => "failed",
         };
-        self.metrics.cache_fills.get_or_create(&CacheLabels { cache: "items", result }).inc();
+        self.metrics.fills.get_or_create(&CacheLabels { cache: "items", result }).inc();
     }
 
     async fn put(&self, id: Uuid, version: i64, payload: &str) -> Result<bool, ()> {
@@ -250,7 +297,7 @@ impl ItemCache {
     /// the write produced (for a delete, one past the deleted version).
     pub async fn invalidate(&self, id: Uuid, version: i64) {
         if self.put(id, version, "").await.is_err() {
-            self.metrics.cache_invalidations_deferred.inc();
+            self.metrics.invalidations_deferred.inc();
             let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
             let entry = pending.entry(id).or_insert(version);
             *entry = (*entry).max(version);

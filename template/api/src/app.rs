@@ -18,15 +18,15 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 {% if worker %}use tokio::sync::Notify;
 {% endif %}
-{% if redis %}use crate::items::cache::ItemCache;
+{% if redis %}use crate::items::cache::{CacheMetrics, ItemCache};
 {% endif %}use crate::config::Config;
 use crate::http::access::Access;
 use crate::items::Items;
 {% if worker %}use crate::offload::Jobs;
-use crate::offload::relay::Relay;
+use crate::offload::relay::{Relay, RelayMetrics};
 {% endif %}use crate::api_keys::KeyRing;
 use crate::ratelimit::Limiter;
-{% if redis %}use crate::redis_client::Redis;
+{% if redis %}use crate::redis_client::{Redis, RedisMetrics};
 {% endif %}use crate::observability::metrics::Metrics;
 use crate::routes;
 use crate::state::AppState;
@@ -41,6 +41,7 @@ pub struct App {
     state: AppState,
     config: Config,
 {% if worker %}    relay_wake: Arc<Notify>,
+    relay_metrics: RelayMetrics,
 {% endif %}}
 
 impl App {
@@ -53,23 +54,27 @@ impl App {
         let keys = KeyRing::start(db.clone(), config.access.key_refresh).await;
         #[allow(unused_mut, reason = "changed only when the project has Redis")]
         let mut items = Items::new(Db::new(db.clone(), metrics.db_client_connection_wait_time.clone()));
-{% if redis %}        let limiter = match &config.redis {
+{% if redis %}        // Each subsystem declares its own metrics; these two are registered
+        // even when Redis or the cache is off, so their series always exist.
+        let redis_metrics = RedisMetrics::register(&metrics);
+        let cache_metrics = CacheMetrics::register(&metrics);
+        let limiter = match &config.redis {
             Some(redis_config) => {
-                let redis = Arc::new(Redis::connect(redis_config, &metrics)?);
+                let redis = Arc::new(Redis::connect(redis_config, redis_metrics)?);
                 if !config.cache_ttl.is_zero() {
                     let cache = ItemCache::new(
                         redis.clone(),
                         config.cache_ttl,
-                        metrics.clone(),
+                        cache_metrics,
                         config.cache_fill_delay,
                     );
                     items = items.with_cache(cache);
                 }
-                Limiter::shared(redis, config.access.replicas, metrics.clone())
+                Limiter::shared(redis, config.access.replicas, &metrics)
             }
-            None => Limiter::local(config.access.replicas, metrics.clone()),
+            None => Limiter::local(config.access.replicas, &metrics),
         };
-{% endif %}{% unless redis %}        let limiter = Limiter::local(config.access.replicas, metrics.clone());
+{% endif %}{% unless redis %}        let limiter = Limiter::local(config.access.replicas, &metrics);
 {% endunless %}        let access = Arc::new(Access {
             keys,
             limiter,
@@ -78,6 +83,7 @@ impl App {
             public_max_age: config.access.public_max_age,
         });
 {% if worker %}        let relay_wake = Arc::new(Notify::new());
+        let relay_metrics = RelayMetrics::register(&metrics);
         let jobs = Jobs::new(
             Db::new(db.clone(), metrics.db_client_connection_wait_time.clone()),
             relay_wake.clone(),
@@ -100,6 +106,7 @@ impl App {
             state,
             config,
 {% if worker %}            relay_wake,
+            relay_metrics,
 {% endif %}        })
     }
 
@@ -122,13 +129,13 @@ impl App {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-{% if worker %}        let Self { listener, router, state, config, relay_wake } = self;
+{% if worker %}        let Self { listener, router, state, config, relay_wake, relay_metrics } = self;
         // The relay starts with serving and stops after the drain; stopping
         // it mid-pass is safe (see `offload::relay`).
         let relay = config
             .relay
             .clone()
-            .map(|relay| Relay::spawn(state.db.clone(), relay, relay_wake, state.metrics.clone()));
+            .map(|relay| Relay::spawn(state.db.clone(), relay, relay_wake, relay_metrics));
 {% endif %}{% unless worker %}        let Self { listener, router, state, config } = self;
 {% endunless %}        tracing::info!(address = %listener.local_addr()?, "serving HTTP");
         let lifecycle = state.lifecycle.clone();

@@ -4,19 +4,20 @@
 //! tests run many apps in one process, and each must see exactly its own
 //! traffic. Names follow the OpenTelemetry HTTP and database semantic
 //! conventions as Prometheus renders them (`http.server.request.duration`
-//! becomes `http_server_request_duration_seconds`). Each subsystem records
-//! into the families declared here (the rate limiter its decisions and its
-//! backend, the cache its lookups); nothing here calls back into them.
+//! becomes `http_server_request_duration_seconds`). This module declares the
+//! HTTP and Postgres metrics; every other subsystem declares its own and
+//! registers them here through [`Metrics::register`], so nothing here
+//! depends on a subsystem.
 
 use std::borrow::Cow;
-{% if worker %}use std::sync::atomic::AtomicU64;
-{% endif %}
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::{Registry, Unit};
+use prometheus_client::registry::{Metric, Registry, Unit};
 use sqlx::PgPool;
 use telemetry::metrics::{BuildInfo, ExportCollector, Format, PoolCollector};
 
@@ -31,48 +32,13 @@ pub struct HttpLabels {
     pub http_response_status_code: u16,
 }
 
-/// Labels of the rate-limit decision counter.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct LimitLabels {
-    /// The policy (`key`, `ip`, `writes`).
-    pub policy: &'static str,
-    /// `allowed`, `limited` or `unavailable` (failed closed).
-    pub decision: &'static str,
-    /// Which limiter decided: `redis` (shared) or `local` (this replica).
-    pub backend: &'static str,
-}
-
-/// Labels of a rate-limit backend gauge.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct BackendLabels {
-    /// `redis` or `local`.
-    pub backend: &'static str,
-}
-
-{% if redis %}/// Labels of the cache counters.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct CacheLabels {
-    /// Which cache (`items`).
-    pub cache: &'static str,
-    /// Lookups: `hit`, `miss` or `bypass` (Redis unavailable). Fills:
-    /// `stored`, `stale` (a newer version was already there) or `failed`.
-    pub result: &'static str,
-}
-{% endif %}
-{% if worker %}/// Labels of the outbox publish failures.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OutboxLabels {
-    /// `returned` (unroutable), `nacked`, `timeout` (no confirm in time),
-    /// `connection` (the link died while waiting) or `unconfirmed`.
-    pub reason: &'static str,
-}
-{% endif %}
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// Every metric the api exposes.
 #[derive(Debug)]
 pub struct Metrics {
-    registry: Registry,
+    /// Locked only to register (while the app is built) and to render.
+    registry: Mutex<Registry>,
     /// Request durations; `_count` is the request counter per route and status.
     pub http_server_request_duration: HistogramFamily<HttpLabels>,
     /// Requests being served right now.
@@ -81,33 +47,7 @@ pub struct Metrics {
     pub db_client_connection_timeouts: Counter,
     /// How long checkouts waited for a pooled connection.
     pub db_client_connection_wait_time: Histogram,
-    /// Rate-limit decisions per policy, outcome and backend.
-    pub rate_limit_decisions: Family<LimitLabels, Counter>,
-    /// 1 for the limiter that decided last (`redis` or `local`), 0 for the other.
-    pub rate_limit_backend: Family<BackendLabels, Gauge>,
-{% if redis %}    /// The Redis circuit breaker: 0 closed, 1 open, 2 half-open.
-    pub redis_circuit_state: Gauge,
-    /// Cache lookups by result.
-    pub cache_requests: Family<CacheLabels, Counter>,
-    /// Cache fills by result.
-    pub cache_fills: Family<CacheLabels, Counter>,
-    /// Postgres loads made on behalf of the cache (after single flight).
-    pub cache_loads: Counter,
-    /// Invalidations Redis did not take at once, retried in the background.
-    pub cache_invalidations_deferred: Counter,
-{% endif %}{% if worker %}    /// Jobs in the outbox, not yet confirmed by RabbitMQ.
-    pub outbox_pending: Gauge,
-    /// Age of the oldest outbox row: how far publishing lags behind.
-    pub outbox_lag_seconds: Gauge<f64, AtomicU64>,
-    /// Job messages the broker confirmed.
-    pub outbox_published: Counter,
-    /// Job messages not confirmed, by reason; their rows are retried.
-    pub outbox_publish_failures: Family<OutboxLabels, Counter>,
-    /// Times the relay lost its connection (or crashed) and started over.
-    pub outbox_relay_restarts: Counter,
-    /// 1 while the relay is connected to RabbitMQ.
-    pub amqp_connected: Gauge,
-{% endif %}}
+}
 
 /// Latency buckets in seconds, from 1 ms to 10 s: the HTTP semantic
 /// conventions' advice with a finer low end, since most answers take < 5 ms.
@@ -124,7 +64,6 @@ fn duration_histogram() -> Histogram {
 
 impl Metrics {
     /// Builds the registry; `pool` is observed at scrape time.
-    #[allow(clippy::too_many_lines, reason = "one registration per metric, all in one place")]
     pub fn new(pool: PgPool) -> Self {
         let mut registry = Registry::default();
         let http_server_request_duration: HistogramFamily<HttpLabels> =
@@ -154,101 +93,36 @@ impl Metrics {
             Unit::Seconds,
             db_client_connection_wait_time.clone(),
         );
-        let rate_limit_decisions = Family::<LimitLabels, Counter>::default();
-        registry.register(
-            "rate_limit_decisions",
-            "Rate-limit decisions by policy, decision and backend",
-            rate_limit_decisions.clone(),
-        );
-        let rate_limit_backend = Family::<BackendLabels, Gauge>::default();
-        registry.register(
-            "rate_limit_backend",
-            "1 for the rate limiter in use (redis: shared by all replicas; local: this replica's own)",
-            rate_limit_backend.clone(),
-        );
-{% if redis %}        let redis_circuit_state = Gauge::default();
-        registry.register(
-            "redis_circuit_state",
-            "Redis circuit breaker: 0 closed, 1 open (calls skipped), 2 half-open (probing)",
-            redis_circuit_state.clone(),
-        );
-        let cache_requests = Family::<CacheLabels, Counter>::default();
-        registry.register("cache_requests", "Cache lookups by result", cache_requests.clone());
-        let cache_fills = Family::<CacheLabels, Counter>::default();
-        registry.register("cache_fills", "Cache fills by result", cache_fills.clone());
-        let cache_loads = Counter::default();
-        registry.register("cache_loads", "Postgres loads made to fill the cache", cache_loads.clone());
-        let cache_invalidations_deferred = Counter::default();
-        registry.register(
-            "cache_invalidations_deferred",
-            "Cache invalidations retried in the background because Redis did not take them",
-            cache_invalidations_deferred.clone(),
-        );
-{% endif %}{% if worker %}        let outbox_pending = Gauge::default();
-        registry.register(
-            "outbox_pending",
-            "Jobs in the outbox, not yet confirmed by RabbitMQ",
-            outbox_pending.clone(),
-        );
-        let outbox_lag_seconds = Gauge::<f64, AtomicU64>::default();
-        registry.register_with_unit(
-            "outbox_lag",
-            "Age of the oldest job not yet confirmed by RabbitMQ",
-            Unit::Seconds,
-            outbox_lag_seconds.clone(),
-        );
-        let outbox_published = Counter::default();
-        registry.register("outbox_published", "Job messages RabbitMQ confirmed", outbox_published.clone());
-        let outbox_publish_failures = Family::<OutboxLabels, Counter>::default();
-        registry.register(
-            "outbox_publish_failures",
-            "Job messages RabbitMQ did not confirm, by reason (their rows are retried)",
-            outbox_publish_failures.clone(),
-        );
-        let outbox_relay_restarts = Counter::default();
-        registry.register(
-            "outbox_relay_restarts",
-            "Times the outbox relay lost its connection or crashed and started over",
-            outbox_relay_restarts.clone(),
-        );
-        let amqp_connected = Gauge::default();
-        registry.register(
-            "amqp_connected",
-            "1 while the outbox relay is connected to RabbitMQ",
-            amqp_connected.clone(),
-        );
-{% endif %}        registry.register_collector(Box::new(BuildInfo { service: "api" }));
+        registry.register_collector(Box::new(BuildInfo { service: "api" }));
         registry.register_collector(Box::new(PoolCollector(pool)));
         registry.register_collector(Box::new(ExportCollector(telemetry::export_stats())));
         Self {
-            registry,
+            registry: Mutex::new(registry),
             http_server_request_duration,
             http_server_active_requests,
             db_client_connection_timeouts,
             db_client_connection_wait_time,
-            rate_limit_decisions,
-            rate_limit_backend,
-{% if redis %}            redis_circuit_state,
-            cache_requests,
-            cache_fills,
-            cache_loads,
-            cache_invalidations_deferred,
-{% endif %}{% if worker %}            outbox_pending,
-            outbox_lag_seconds,
-            outbox_published,
-            outbox_publish_failures,
-            outbox_relay_restarts,
-            amqp_connected,
-{% endif %}        }
+        }
     }
 
-{% if worker %}    /// Counts a job message the broker did not confirm.
-    pub fn outbox_publish_failure(&self, reason: &'static str) {
-        self.outbox_publish_failures.get_or_create(&OutboxLabels { reason }).inc();
+    /// Adds a subsystem's metric. Each subsystem declares and registers its
+    /// own (`ratelimit`, `redis_client`, `items::cache`, `offload::relay`):
+    /// this module knows none of them.
+    pub fn register(&self, name: &str, help: &str, metric: impl Metric) {
+        self.registry().register(name, help, metric);
     }
-{% endif %}
+
+    /// [`Metrics::register`] with a unit (`_seconds` and the like).
+    pub fn register_with_unit(&self, name: &str, help: &str, unit: Unit, metric: impl Metric) {
+        self.registry().register_with_unit(name, help, unit, metric);
+    }
+
+    fn registry(&self) -> MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Every metric, in the exposition `format`.
     pub fn render(&self, format: Format) -> String {
-        telemetry::metrics::render(&self.registry, format)
+        telemetry::metrics::render(&self.registry(), format)
     }
 }

@@ -18,7 +18,7 @@
 //! failpoint test provokes it on purpose.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -34,6 +34,12 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::Instrument as _;
 use uuid::Uuid;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Unit;
 
 use crate::observability::metrics::Metrics;
 
@@ -92,7 +98,73 @@ pub struct Relay {
     db: PgPool,
     config: RelayConfig,
     wake: Arc<Notify>,
-    metrics: Arc<Metrics>,
+    metrics: RelayMetrics,
+}
+
+/// Labels of the publish failures.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutboxLabels {
+    /// `returned` (unroutable), `nacked`, `timeout` (no confirm in time),
+    /// `connection` (the link died while waiting) or `unconfirmed`.
+    reason: &'static str,
+}
+
+/// The relay's metrics. Registered with the app whether or not the relay
+/// runs, so dashboards and alerts read zeros rather than gaps.
+#[derive(Clone)]
+pub struct RelayMetrics {
+    /// Jobs in the outbox, not yet confirmed by RabbitMQ.
+    pending: Gauge,
+    /// Age of the oldest outbox row: how far publishing lags behind.
+    lag_seconds: Gauge<f64, AtomicU64>,
+    /// Job messages the broker confirmed.
+    published: Counter,
+    /// Job messages not confirmed, by reason; their rows are retried.
+    publish_failures: Family<OutboxLabels, Counter>,
+    /// Times the relay lost its connection (or crashed) and started over.
+    restarts: Counter,
+    /// 1 while the relay is connected to RabbitMQ.
+    amqp_connected: Gauge,
+}
+
+impl RelayMetrics {
+    /// Declares the relay's metrics in `metrics`.
+    pub fn register(metrics: &Metrics) -> Self {
+        let pending = Gauge::default();
+        metrics.register(
+            "outbox_pending",
+            "Jobs in the outbox, not yet confirmed by RabbitMQ",
+            pending.clone(),
+        );
+        let lag_seconds = Gauge::<f64, AtomicU64>::default();
+        metrics.register_with_unit(
+            "outbox_lag",
+            "Age of the oldest job not yet confirmed by RabbitMQ",
+            Unit::Seconds,
+            lag_seconds.clone(),
+        );
+        let published = Counter::default();
+        metrics.register("outbox_published", "Job messages RabbitMQ confirmed", published.clone());
+        let publish_failures = Family::<OutboxLabels, Counter>::default();
+        metrics.register(
+            "outbox_publish_failures",
+            "Job messages RabbitMQ did not confirm, by reason (their rows are retried)",
+            publish_failures.clone(),
+        );
+        let restarts = Counter::default();
+        metrics.register(
+            "outbox_relay_restarts",
+            "Times the outbox relay lost its connection or crashed and started over",
+            restarts.clone(),
+        );
+        let amqp_connected = Gauge::default();
+        metrics.register(
+            "amqp_connected",
+            "1 while the outbox relay is connected to RabbitMQ",
+            amqp_connected.clone(),
+        );
+        Self { pending, lag_seconds, published, publish_failures, restarts, amqp_connected }
+    }
 }
 
 impl Relay {
@@ -102,7 +174,7 @@ impl Relay {
         db: PgPool,
         config: RelayConfig,
         wake: Arc<Notify>,
-        metrics: Arc<Metrics>,
+        metrics: RelayMetrics,
     ) -> JoinHandle<()> {
         let relay = Arc::new(Self { db, config, wake, metrics });
         tokio::spawn(async move {
@@ -116,7 +188,7 @@ impl Relay {
         loop {
             let error = self.session(&mut backoff).await;
             self.metrics.amqp_connected.set(0);
-            self.metrics.outbox_relay_restarts.inc();
+            self.metrics.restarts.inc();
             let delay = backoff.next_delay();
             tracing::warn!(error = format!("{error:#}"), retry_in = ?delay, "outbox relay stopped; restarting");
             tokio::time::sleep(delay).await;
@@ -243,7 +315,7 @@ impl Relay {
             .map_err(Failure::Database)?;
         }
         tx.commit().await.context("committing the outbox pass").map_err(Failure::Database)?;
-        self.metrics.outbox_published.inc_by(published.len() as u64);
+        self.metrics.published.inc_by(published.len() as u64);
         match broken {
             Some(err) => Err(Failure::Broker(err)),
             None => Ok(due.len()),
@@ -323,7 +395,7 @@ impl Relay {
                 }
             };
             telemetry::spans::record_error(&span, failure.0, &failure.1);
-            self.metrics.outbox_publish_failure(failure.0);
+            self.metrics.publish_failures.get_or_create(&OutboxLabels { reason: failure.0 }).inc();
             failed.push(id);
             reasons.push(failure.1);
         }
@@ -344,8 +416,8 @@ impl Relay {
             .await;
             match lag {
                 Ok((pending, seconds)) => {
-                    self.metrics.outbox_pending.set(pending);
-                    self.metrics.outbox_lag_seconds.set(seconds);
+                    self.metrics.pending.set(pending);
+                    self.metrics.lag_seconds.set(seconds);
                 }
                 Err(err) => tracing::debug!(error = %telemetry::chain(&err), "cannot read the outbox lag"),
             }

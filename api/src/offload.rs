@@ -21,7 +21,6 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use sqlx::Connection as _;
 
 use crate::db::Db;
 use tokio::sync::Notify;
@@ -158,29 +157,26 @@ impl Jobs {
         Self { db, relay_wake }
     }
 
-    /// Records a job and its outbox row in one transaction.
+    /// Records a job and its outbox row, in one statement: a submission is
+    /// one round trip to Postgres, like a bare insert and commit. A reused
+    /// key costs a second one, to read the job that holds it.
     pub async fn submit(&self, submission: &Submission) -> sqlx::Result<Submitted> {
         let hash = submission.request_hash();
         let mut conn = self.db.conn().await?;
-        let mut tx = conn.begin().await?;
-        let outcome = if let Some(job) = store::insert(&mut tx, Uuid::now_v7(), submission, &hash).await? {
-            store::enqueue(&mut *tx, job.id).await?;
-            Submitted::Created(job)
-        } else {
-            // The key was taken: by a committed job (the insert waited for a
-            // concurrent one to commit), which is the answer.
-            let key = submission.idempotency_key.as_deref().expect("only keyed inserts conflict");
-            match store::find_by_key(&mut *tx, submission.owner, key).await? {
-                Some((job, stored)) if stored == hash => Submitted::Replayed(job),
-                Some(_) => Submitted::KeyReused,
-                None => unreachable!("a conflicting row is committed and jobs are never deleted"),
-            }
-        };
-        tx.commit().await?;
-        if matches!(outcome, Submitted::Created(_)) {
+        if let Some(job) = store::insert(&mut *conn, Uuid::now_v7(), submission, &hash).await? {
+            drop(conn);
             self.relay_wake.notify_one();
+            return Ok(Submitted::Created(job));
         }
-        Ok(outcome)
+        // The key was taken by a committed job (the insert waited for a
+        // concurrent one to commit, and this statement sees it), which is
+        // the answer.
+        let key = submission.idempotency_key.as_deref().expect("only keyed inserts conflict");
+        Ok(match store::find_by_key(&mut *conn, submission.owner, key).await? {
+            Some((job, stored)) if stored == hash => Submitted::Replayed(job),
+            Some(_) => Submitted::KeyReused,
+            None => unreachable!("a conflicting row is committed and jobs are never deleted"),
+        })
     }
 
     /// A job of `owner`'s; other keys' jobs do not exist for it.

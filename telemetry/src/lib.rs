@@ -6,15 +6,16 @@
 //!
 //! | Variable | Effect |
 //! |---|---|
-//! | `OTEL_EXPORTER_OTLP_ENDPOINT` (or `…_TRACES_ENDPOINT`) | Where spans go. Unset or empty: nothing is exported and nothing errors; spans still get ids, so logs and the job queue still carry the trace. |
+//! | `OTEL_EXPORTER_OTLP_ENDPOINT` (or `…_TRACES_ENDPOINT`) | Where spans go. Unset or empty: nothing is recorded or exported and nothing errors; spans still get ids, so logs and the job queue still carry the trace. |
 //! | `OTEL_EXPORTER_OTLP_PROTOCOL` (or `…_TRACES_PROTOCOL`) | `http/protobuf` (the default, port 4318) or `grpc` (port 4317). |
 //! | `OTEL_EXPORTER_OTLP_TIMEOUT`, `OTEL_EXPORTER_OTLP_HEADERS` | Per-export timeout (10 s) and extra headers, read by the exporter. |
 //! | `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES` | The resource. The service name defaults to `<project>-api` / `<project>-worker`. |
-//! | `OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG` | The sampler (default `parentbased_always_on`). |
+//! | `OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG` | The sampler when spans are exported (default `parentbased_always_on`). With no endpoint no span is recorded at all: spans get ids only (`ids.rs`), so logs and the job queue still carry the trace. |
 //! | `OTEL_BSP_MAX_QUEUE_SIZE`, `OTEL_BSP_SCHEDULE_DELAY`, `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`, `OTEL_BSP_EXPORT_TIMEOUT` | The export queue (see [`export`]). |
 //! | `OTEL_TRACES_EXPORTER=none`, `OTEL_SDK_DISABLED=true` | No export; disabled also drops the span layer entirely. |
 
 pub mod export;
+mod ids;
 pub mod logs;
 pub mod metrics;
 pub mod propagation;
@@ -162,18 +163,33 @@ pub fn init(settings: Settings) -> anyhow::Result<Telemetry> {
     let recorded = Targets::new().with_default(verbosity).with_targets(
         ["h2", "hyper", "hyper_util", "tonic", "tower"].map(|target| (target, LevelFilter::WARN)),
     );
-    let (provider, exporter) = if env.disabled { (None, None) } else { tracer_provider(&settings, &env)? };
+    if !env.disabled {
+        opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    }
+    let (provider, exporter) = match &env.endpoint {
+        Some(endpoint) if !env.disabled => tracer_provider(&settings, &env, endpoint)?,
+        _ => (None, None),
+    };
+    // Spans are recorded only when they go somewhere; otherwise they get
+    // ids alone (see `ids`).
+    let ids = (!env.disabled && provider.is_none()).then_some(ids::IdLayer);
     let fmt = logs::layer(settings.log_format, settings.writer).with_filter(filter);
     let otel = provider.as_ref().map(|provider| {
         tracing_opentelemetry::layer()
             .with_tracer(provider.tracer(env!("CARGO_PKG_NAME")))
             .with_tracked_inactivity(false)
+            // Nothing here reads `opentelemetry::Context::current()` (the
+            // propagators take the span's own context), and activating a
+            // context on every poll of every span is the layer's largest
+            // fixed cost.
+            .with_context_activation(false)
             .with_location(false)
             .with_threads(false)
     });
     tracing_subscriber::registry()
         .with(recorded)
         .with(otel)
+        .with(ids)
         .with(fmt)
         .try_init()
         .context("installing the logger")?;
@@ -183,28 +199,22 @@ pub fn init(settings: Settings) -> anyhow::Result<Telemetry> {
     Ok(Telemetry { provider, exporter })
 }
 
-/// The tracer provider, with the bounded exporter when an endpoint is set.
+/// The tracer provider, exporting to `endpoint` through the bounded batcher.
 fn tracer_provider(
     settings: &Settings,
     env: &Env,
+    endpoint: &str,
 ) -> anyhow::Result<(Option<SdkTracerProvider>, Option<export::Handle>)> {
-    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let resource = resource(&settings.service_name);
-    let mut builder = SdkTracerProvider::builder().with_resource(resource.clone());
-    let exporter = match &env.endpoint {
-        Some(endpoint) => {
-            let mut exporter = span_exporter(env, endpoint)?;
-            exporter.set_resource(&resource);
-            let config = export::Config::from_lookup(&settings.vars)?;
-            let (processor, handle) = export::BoundedBatcher::start(exporter, config);
-            // The first init wins, as with the subscriber itself.
-            let _ = STATS.set(handle.stats.clone());
-            builder = builder.with_span_processor(processor);
-            Some(handle)
-        }
-        None => None,
-    };
-    Ok((Some(builder.build()), exporter))
+    let mut exporter = span_exporter(env, endpoint)?;
+    exporter.set_resource(&resource);
+    let config = export::Config::from_lookup(&settings.vars)?;
+    let (processor, handle) = export::BoundedBatcher::start(exporter, config);
+    // The first init wins, as with the subscriber itself.
+    let _ = STATS.set(handle.stats.clone());
+    let provider =
+        SdkTracerProvider::builder().with_resource(resource).with_span_processor(processor).build();
+    Ok((Some(provider), Some(handle)))
 }
 
 /// The standard variables this crate reads itself.

@@ -24,7 +24,7 @@ use crate::{cmd, http};
 mod edge;
 
 /// Options of `bench`.
-#[derive(clap::Args)]
+#[derive(clap::Args, Clone)]
 pub(crate) struct Args {
     /// Rounds over every target; the medians are reported.
     #[arg(long, default_value_t = 3)]
@@ -47,11 +47,10 @@ pub(crate) struct Args {
     #[arg(long, env = "BENCH_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     redis_url: String,
     // @template endif
-    /// Measure telemetry's cost instead: the api with no span layer
-    /// (`OTEL_SDK_DISABLED`), with spans recorded but not exported (the
-    /// default), and exporting every span over OTLP/gRPC to a local sink.
+    /// A smoke run for CI: one short round, figures printed, nothing held
+    /// and nothing written.
     #[arg(long)]
-    telemetry: bool,
+    smoke: bool,
     /// Measure the edge instead: requests per second through NGINX
     /// (`infra/nginx`) with 1, 2 and 3 api replicas, against bare axum with
     /// the same replica counts behind the same NGINX.
@@ -88,7 +87,6 @@ fn jobs() -> anyhow::Result<()> {
 struct Run {
     requests_per_second: f64,
     p99_ms: f64,
-    mean_ms: f64,
 }
 
 /// Kills a child process when dropped, so a failed bench leaves nothing running.
@@ -103,7 +101,6 @@ impl Drop for Guard {
 
 /// An api instance under test, with the settings that make it differ.
 struct Instance {
-    name: &'static str,
     port: u16,
     process: Guard,
 }
@@ -135,12 +132,12 @@ fn start_api(
     command.envs(env.iter().copied());
     let process = Guard(command.spawn().with_context(|| format!("starting the api ({name})"))?);
     wait_ready(port, "/readyz")?;
-    Ok(Instance { name, port, process })
+    Ok(Instance { port, process })
 }
 
 /// Starts `loadtest`'s OTLP sink; it prints its endpoint first.
-fn start_sink(target: &Path) -> anyhow::Result<(Guard, String)> {
-    let mut child = Command::new(target.join("release/otlp-sink"))
+fn start_sink(binaries: &Path) -> anyhow::Result<(Guard, String)> {
+    let mut child = Command::new(binaries.join("otlp-sink"))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -151,146 +148,400 @@ fn start_sink(target: &Path) -> anyhow::Result<(Guard, String)> {
     Ok((Guard(child), line.trim().to_owned()))
 }
 
-/// Telemetry's cost: the same GET with no span layer, and exporting every
-/// span. At saturation, 1/throughput is one request's machine time.
-fn report_telemetry(off: (f64, f64, f64), exported: (f64, f64, f64)) {
-    println!(
-        "  telemetry overhead, exported against OTEL_SDK_DISABLED: {:.1} µs of machine time per request \
-         ({:.0} vs {:.0} req/s, ratio {:.3}), p99 {:.2} vs {:.2} ms",
-        (1.0 / exported.0 - 1.0 / off.0) * 1e6,
-        exported.0,
-        off.0,
-        exported.0 / off.0,
-        exported.1,
-        off.1
-    );
+/// The api instances of the budget run, by role.
+struct Instances {
+    /// The default settings, with limits that never refuse and no relay.
+    api: Instance,
+    /// The same with `OTEL_SDK_DISABLED`: no span layer at all.
+    no_spans: Instance,
+    /// The same, exporting every span over OTLP/gRPC to a local sink.
+    exported: Instance,
 }
 
-/// The api instances to compare: telemetry's three settings, or the cache
-/// and limiter variants.
-fn instances(api_binary: &Path, args: &Args, sink: Option<&str>) -> anyhow::Result<Vec<Instance>> {
-    Ok(if let Some(endpoint) = sink {
-        vec![
-            start_api(api_binary, args, "api, OTEL_SDK_DISABLED", &[("OTEL_SDK_DISABLED", "true")])?,
-            start_api(api_binary, args, "api, spans not exported", &[])?,
-            start_api(
-                api_binary,
-                args,
-                "api, spans exported (OTLP/gRPC)",
-                &[("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint), ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")],
-            )?,
-        ]
-    } else {
-        vec![
-            // @template if redis
-            start_api(api_binary, args, "api, Redis cache", &[])?,
-            start_api(api_binary, args, "api, cache off", &[("CACHE_TTL", "0s")])?,
-            start_api(api_binary, args, "api, Redis cache, no limits", &[("RATE_LIMIT_IP", "off")])?,
-            // @template endif
-            // @template if not redis
-            // start_api(api_binary, args, "api", &[])?,
-            // start_api(api_binary, args, "api, no limits", &[("RATE_LIMIT_IP", "off")])?,
-            // @template endif
-        ]
+/// Settings every budget instance shares: limits that do all their work and
+/// never refuse, and no relay, so the write path is the request's alone.
+// @template if worker
+const SHARED: [(&str, &str); 3] =
+    [("RATE_LIMIT_WRITES", NEVER_LIMITED), ("RATE_LIMIT_KEY", NEVER_LIMITED), ("AMQP_URL", "")];
+// @template endif
+// @template if not worker
+// const SHARED: [(&str, &str); 2] = [("RATE_LIMIT_WRITES", NEVER_LIMITED), ("RATE_LIMIT_KEY", NEVER_LIMITED)];
+// @template endif
+
+/// Line 2's bound: with Redis, a cached read; without, every read is a
+/// Postgres query, and the line is reported only.
+// @template if redis
+const READ_BOUND: Bound = Bound::AtLeast(0.54);
+// @template endif
+// @template if not redis
+// const READ_BOUND: Bound = Bound::Info;
+// @template endif
+
+fn instances(api_binary: &Path, args: &Args, sink: &str) -> anyhow::Result<Instances> {
+    let with = |extra: &[(&'static str, &'static str)]| -> Vec<(&str, &str)> {
+        SHARED.iter().chain(extra).copied().collect()
+    };
+    Ok(Instances {
+        api: start_api(api_binary, args, "api", &with(&[]))?,
+        no_spans: start_api(
+            api_binary,
+            args,
+            "api, OTEL_SDK_DISABLED",
+            &with(&[("OTEL_SDK_DISABLED", "true")]),
+        )?,
+        exported: start_api(
+            api_binary,
+            args,
+            "api, spans exported",
+            &[
+                SHARED.as_slice(),
+                &[("OTEL_EXPORTER_OTLP_ENDPOINT", sink), ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")],
+            ]
+            .concat(),
+        )?,
     })
+}
+
+/// How a target is driven.
+enum Load {
+    /// wrk against a URL, with extra arguments (headers, a script).
+    Wrk { url: String, extra: Vec<String> },
+    // @template if worker
+    /// `loadtest`'s raw insert loop, which prints its rate.
+    RawInsert,
+    // @template endif
+}
+
+/// One thing measured each round.
+struct Target {
+    name: &'static str,
+    load: Load,
+    runs: Vec<Run>,
+}
+
+impl Target {
+    fn wrk(name: &'static str, url: String, extra: Vec<String>) -> Self {
+        Self { name, load: Load::Wrk { url, extra }, runs: Vec::new() }
+    }
+
+    fn median(&self) -> f64 {
+        median(self.runs.iter().map(|r| r.requests_per_second).collect())
+    }
+
+    fn p99(&self) -> f64 {
+        median(self.runs.iter().map(|r| r.p99_ms).collect())
+    }
+}
+
+/// One line of the budget: a measured figure and its bound.
+struct Line {
+    what: String,
+    value: f64,
+    bound: Bound,
+    /// What the figure is made of.
+    detail: String,
+}
+
+/// A line's bound; `Info` lines are reported, not held.
+enum Bound {
+    AtLeast(f64),
+    AtMost(f64),
+    Info,
+}
+
+impl Line {
+    fn met(&self) -> bool {
+        match self.bound {
+            Bound::AtLeast(min) => self.value >= min,
+            Bound::AtMost(max) => self.value <= max,
+            Bound::Info => true,
+        }
+    }
+
+    fn row(&self) -> String {
+        let (bound, verdict) = match self.bound {
+            Bound::AtLeast(min) => (format!("≥ {min}"), if self.met() { "met" } else { "**missed**" }),
+            Bound::AtMost(max) => (format!("≤ {max}"), if self.met() { "met" } else { "**missed**" }),
+            Bound::Info => (String::new(), "reported"),
+        };
+        format!("| {} | {:.2} | {bound} | {verdict} | {} |", self.what, self.value, self.detail)
+    }
 }
 
 /// Runs the benchmark.
 pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
+    let smoke = Args { rounds: 1, seconds: 2, ..args.clone() };
+    let args = if args.smoke { &smoke } else { args };
     // @template if worker
     if args.jobs {
         return jobs();
     }
     // @template endif
     tools::ensure(&[Tool { binary: "wrk", source: Source::Apt("wrk") }])?;
-    cmd::run(cmd::cargo().args(["build", "--release", "--quiet", "-p", "api", "-p", "loadtest"]))?;
+    // A smoke run takes the debug binaries the tests built: it checks that
+    // the benchmark works, and its figures mean nothing.
+    let mut build = cmd::cargo();
+    build.args(["build", "--quiet", "-p", "api", "-p", "loadtest"]);
+    if !args.smoke {
+        build.arg("--release");
+    }
+    // @template if worker
+    build.args(["-p", "worker"]);
+    // @template endif
+    cmd::run(&mut build)?;
     if args.edge {
         return edge::run(args);
     }
-    let target = cmd::target_dir();
-    // The OTLP sink the exporting instance sends to.
-    let sink = if args.telemetry { Some(start_sink(&target)?) } else { None };
-    let api_binary = target.join("release/api");
+    let binaries = cmd::target_dir().join(if args.smoke { "debug" } else { "release" });
+    let (_sink, endpoint) = start_sink(&binaries)?;
+    let api_binary = binaries.join("api");
     let key = api_key(&api_binary, args)?;
-
-    let instances = instances(&api_binary, args, sink.as_ref().map(|(_, endpoint)| endpoint.as_str()))?;
+    let instances = instances(&api_binary, args, &endpoint)?;
     let baseline_port = free_port()?;
-    let _baseline = Guard(
-        Command::new(target.join("release/baseline"))
-            .env("PORT", baseline_port.to_string())
-            .stdout(Stdio::null())
-            .spawn()
-            .context("starting the baseline")?,
-    );
+    let mut baseline = Command::new(binaries.join("baseline"));
+    baseline.env("PORT", baseline_port.to_string()).stdout(Stdio::null());
+    // @template if redis
+    baseline.env("REDIS_URL", &args.redis_url);
+    // @template endif
+    let _baseline = Guard(baseline.spawn().context("starting the baseline")?);
     wait_ready(baseline_port, "/json")?;
 
-    let id = create_item(instances[0].port, &key)?;
-    let idle_rss = rss_kib(instances[0].process.0.id())?;
-
-    let mut targets: Vec<(&str, String)> =
-        instances.iter().map(|i| (i.name, format!("http://127.0.0.1:{}/v1/items/{id}", i.port))).collect();
-    targets.push(("bare axum", format!("http://127.0.0.1:{baseline_port}/json")));
-    let mut runs: Vec<Vec<Run>> = targets.iter().map(|_| Vec::new()).collect();
+    let id = create_item(instances.api.port, &key)?;
+    let idle_rss = rss_kib(instances.api.process.0.id())?;
+    let authorization = vec!["-H".to_owned(), format!("Authorization: Bearer {key}")];
+    let item_url = |instance: &Instance| format!("http://127.0.0.1:{}/v1/items/{id}", instance.port);
+    let bare = |path: &str| format!("http://127.0.0.1:{baseline_port}{path}");
+    #[allow(unused_mut, reason = "without options nothing is added")]
+    let mut targets = vec![
+        Target::wrk(BARE_JSON, bare("/json"), Vec::new()),
+        Target::wrk(
+            "api GET /healthz",
+            format!("http://127.0.0.1:{}/healthz", instances.api.port),
+            Vec::new(),
+        ),
+        Target::wrk("api GET item, key + limiter", item_url(&instances.api), authorization.clone()),
+        Target::wrk("api GET item, OTEL_SDK_DISABLED", item_url(&instances.no_spans), authorization.clone()),
+        Target::wrk("api GET item, spans exported", item_url(&instances.exported), authorization.clone()),
+    ];
+    // @template if redis
+    targets.insert(1, Target::wrk("bare axum, one Redis GET", bare("/redis"), Vec::new()));
+    // @template endif
+    // @template if worker
+    let submit = submit_script(&key)?;
+    targets.push(Target::wrk(
+        "api POST /v1/jobs",
+        format!("http://127.0.0.1:{}/v1/jobs", instances.api.port),
+        vec!["-s".to_owned(), submit.display().to_string()],
+    ));
+    targets.push(Target { name: "raw sqlx insert + commit", load: Load::RawInsert, runs: Vec::new() });
+    // @template endif
     for round in 1..=args.rounds {
         let mut line = format!("round {round}:");
-        for ((name, url), runs) in targets.iter().zip(&mut runs) {
-            let run = wrk(url, args)?;
-            let _ = write!(line, "  {name} {:.0} req/s (p99 {:.2} ms)", run.requests_per_second, run.p99_ms);
-            runs.push(run);
+        for target in &mut targets {
+            let run = match &target.load {
+                Load::Wrk { url, extra } => wrk_args(url, args, extra)?,
+                // @template if worker
+                Load::RawInsert => raw_insert(&binaries.join("pg-insert"), args)?,
+                // @template endif
+            };
+            let _ = write!(line, "  {} {:.0}/s", target.name, run.requests_per_second);
+            target.runs.push(run);
         }
         eprintln!("{line}");
     }
-    let loaded_rss = rss_kib(instances[0].process.0.id())?;
-    let size = std::fs::metadata(&api_binary)?.len();
-    println!(
-        "GET /v1/items/{{id}} (anonymous, limited by the ip policy, never refused) against GET /json on bare axum; \
-         wrk -t2 -c{} -d{}s, {} rounds alternating, medians",
-        args.connections, args.seconds, args.rounds
-    );
-    let baseline =
-        median(runs.last().map(|r| r.iter().map(|r| r.requests_per_second).collect()).unwrap_or_default());
-    let medians: Vec<(f64, f64, f64)> = runs
-        .iter()
-        .map(|r| {
-            (
-                median(r.iter().map(|r| r.requests_per_second).collect()),
-                median(r.iter().map(|r| r.p99_ms).collect()),
-                median(r.iter().map(|r| r.mean_ms).collect()),
-            )
-        })
-        .collect();
-    for ((name, _), (rps, p99, mean)) in targets.iter().zip(&medians) {
-        println!(
-            "  {name:<30} {rps:>9.0} req/s   mean {mean:>6.2} ms   p99 {p99:>7.2} ms   ratio to bare axum {:.3}",
-            rps / baseline
-        );
+    let mut lines = budget(&targets);
+    let bare_p99 = targets.iter().find(|t| t.name == BARE_JSON).map_or(f64::NAN, Target::p99);
+    lines.extend(footprint(&binaries, &instances, idle_rss)?);
+    report(args, &targets, &lines, bare_p99)
+}
+
+/// The baseline target every throughput line is a ratio against.
+const BARE_JSON: &str = "bare axum GET /json";
+
+/// The budget's ratio lines, from the rounds of every target.
+fn budget(targets: &[Target]) -> Vec<Line> {
+    let target = |name: &str| targets.iter().find(|t| t.name == name);
+    let figure = |name: &str| target(name).map_or(f64::NAN, Target::median);
+    // The median of each round's ratio: the two figures of a round were
+    // measured seconds apart, so a slow minute of the machine's moves both.
+    let ratio = |what: &str, a: &str, b: &str, bound: Bound| Line {
+        what: what.to_owned(),
+        value: match (target(a), target(b)) {
+            (Some(a), Some(b)) => median(
+                a.runs
+                    .iter()
+                    .zip(&b.runs)
+                    .map(|(a, b)| a.requests_per_second / b.requests_per_second)
+                    .collect(),
+            ),
+            _ => f64::NAN,
+        },
+        bound,
+        detail: format!("{a}: {:.0}/s ÷ {b}: {:.0}/s (medians)", figure(a), figure(b)),
+    };
+
+    let item = "api GET item, key + limiter";
+    let mut lines = vec![
+        ratio("1. middleware stack ÷ bare axum", "api GET /healthz", BARE_JSON, Bound::AtLeast(0.80)),
+        ratio("2. GET /v1/items/{id} with a key and the limiter ÷ bare axum", item, BARE_JSON, READ_BOUND),
+    ];
+    // @template if redis
+    lines.push(ratio(
+        "2. the same ÷ a bare handler making one Redis round trip",
+        item,
+        "bare axum, one Redis GET",
+        Bound::Info,
+    ));
+    // @template endif
+    let no_spans = "api GET item, OTEL_SDK_DISABLED";
+    lines.push(ratio(
+        "3. spans not exported (ids only) ÷ OTEL_SDK_DISABLED",
+        item,
+        no_spans,
+        Bound::AtLeast(0.95),
+    ));
+    lines.push(ratio(
+        "3. every span exported (OTLP/gRPC) ÷ OTEL_SDK_DISABLED",
+        "api GET item, spans exported",
+        no_spans,
+        Bound::Info,
+    ));
+    // @template if worker
+    lines.push(ratio(
+        "4. POST /v1/jobs ÷ raw insert + commit",
+        "api POST /v1/jobs",
+        "raw sqlx insert + commit",
+        Bound::AtLeast(0.80),
+    ));
+    // @template endif
+    lines
+}
+
+/// The service binaries whose size is held.
+// @template if worker
+const BINARIES: [&str; 2] = ["api", "worker"];
+// @template endif
+// @template if not worker
+// const BINARIES: [&str; 1] = ["api"];
+// @template endif
+
+/// Binary sizes and resident memory, against the budget's bounds.
+fn footprint(binaries: &Path, instances: &Instances, idle_rss: u64) -> anyhow::Result<Vec<Line>> {
+    let mib = |bytes: u64| {
+        #[allow(clippy::cast_precision_loss, reason = "megabytes")]
+        let value = bytes as f64 / (1024.0 * 1024.0);
+        value
+    };
+    let loaded_rss = rss_kib(instances.api.process.0.id())?;
+    let mut lines = Vec::new();
+    for binary in BINARIES {
+        let path = binaries.join(binary);
+        if let Ok(meta) = std::fs::metadata(&path) {
+            lines.push(Line {
+                what: format!("7. {binary} release binary, MiB"),
+                value: mib(meta.len()),
+                bound: Bound::AtMost(15.0),
+                detail: format!("{}", path.display()),
+            });
+        }
     }
-    if sink.is_some() {
-        report_telemetry(medians[0], medians[2]);
+    lines.push(Line {
+        what: "7. api idle RSS, MiB".to_owned(),
+        value: mib(idle_rss * 1024),
+        bound: Bound::AtMost(20.0),
+        detail: format!("after the load: {:.1} MiB", mib(loaded_rss * 1024)),
+    });
+    Ok(lines)
+}
+// @template if worker
+/// A wrk script that submits a job per request, with the key.
+fn submit_script(key: &str) -> anyhow::Result<std::path::PathBuf> {
+    let path = std::env::temp_dir().join(format!("{}-bench-submit.lua", env!("PROJECT_NAME")));
+    std::fs::write(
+        &path,
+        format!(
+            "wrk.method = \"POST\"\nwrk.body = '{{\"kind\":\"synthetic\"}}'\n\
+             wrk.headers[\"Content-Type\"] = \"application/json\"\n\
+             wrk.headers[\"Authorization\"] = \"Bearer {key}\"\n"
+        ),
+    )?;
+    Ok(path)
+}
+
+/// The raw insert loop, with the api's pool size (`DB_MAX_CONNECTIONS`'s
+/// default) as its connection count.
+fn raw_insert(binary: &Path, args: &Args) -> anyhow::Result<Run> {
+    let output = Command::new(binary)
+        .env("DATABASE_URL", &args.database_url)
+        .env("CONNECTIONS", API_POOL.to_string())
+        .env("SECONDS", args.seconds.to_string())
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running the raw insert loop")?;
+    ensure!(output.status.success(), "the raw insert loop failed");
+    let rate = String::from_utf8(output.stdout)?.trim().parse().context("the raw insert rate")?;
+    Ok(Run { requests_per_second: rate, p99_ms: f64::NAN })
+}
+
+/// The api's default pool size (`DB_MAX_CONNECTIONS`).
+const API_POOL: u32 = 10;
+// @template endif
+
+/// Prints the table; outside a smoke run, writes it into
+/// `docs/performance.md` and fails when a line is missed.
+fn report(args: &Args, targets: &[Target], lines: &[Line], bare_p99: f64) -> anyhow::Result<()> {
+    let mut table = String::from("| line | figure | budget | verdict | measured |\n|---|---|---|---|---|\n");
+    for line in lines {
+        table.push_str(&line.row());
+        table.push('\n');
+    }
+    let mut raw = String::from("| target | median /s | p99 ms |\n|---|---|---|\n");
+    for target in targets {
+        let _ = writeln!(raw, "| {} | {:.0} | {:.2} |", target.name, target.median(), target.p99());
+    }
+    let command = format!(
+        "cargo xtask bench --rounds {} --seconds {} --connections {}",
+        args.rounds, args.seconds, args.connections
+    );
+    println!("{command}\n\n{table}\n{raw}\nbare axum p99 at saturation: {bare_p99:.2} ms");
+    let missed: Vec<&str> = lines.iter().filter(|l| !l.met()).map(|l| l.what.as_str()).collect();
+    if args.smoke {
         return Ok(());
     }
-    // The limiter's cost: the same cached GET with and without it. At
-    // saturation, 1/throughput is the machine time one request takes.
-    let (limited, unlimited) = (medians[0].0, medians[instances.len() - 1].0);
-    println!(
-        "  limiter overhead: {:.1} µs of machine time per request ({:.0} vs {:.0} req/s), \
-         mean latency {:+.2} ms at {} connections",
-        (1.0 / limited - 1.0 / unlimited) * 1e6,
-        limited,
-        unlimited,
-        medians[0].2 - medians[instances.len() - 1].2,
-        args.connections
+    let machine = machine();
+    let document = format!(
+        "{PERFORMANCE_HEAD}\n## The last run\n\n`{command}` (wrk -t2 -c{}, {} rounds of {} s, \
+         alternating targets, medians), on {machine}.\n\n{table}\n### Every target\n\n{raw}",
+        args.connections, args.rounds, args.seconds
     );
-    println!("  api RSS: idle {idle_rss} KiB, after load {loaded_rss} KiB");
-    println!("  api release binary: {} KiB", size / 1024);
+    std::fs::write(cmd::root().join("docs/performance.md"), document)?;
+    println!("written: docs/performance.md");
+    ensure!(missed.is_empty(), "missed: {}", missed.join("; "));
     Ok(())
+}
+
+/// The part of `docs/performance.md` that is not the run.
+const PERFORMANCE_HEAD: &str = include_str!("bench/performance-head.md");
+
+/// The cores, the CPU and the kernel, for the record.
+fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map_or("an unknown CPU", str::trim)
+        .to_owned();
+    let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!("{cores} cores of {model}, Linux {}", kernel.trim())
 }
 
 /// Migrates the bench database and creates an API key there.
 fn api_key(api_binary: &Path, args: &Args) -> anyhow::Result<String> {
     cmd::run(Command::new(api_binary).arg("migrate").env("DATABASE_URL", &args.database_url))?;
     let key = Command::new(api_binary)
-        .args(["keys", "create", "--name", "bench"])
+        .args(["keys", "create", "--name", "bench", "--rate", NEVER_LIMITED])
         .env("DATABASE_URL", &args.database_url)
         .stderr(Stdio::null())
         .output()
@@ -314,25 +565,23 @@ fn create_item(port: u16, key: &str) -> anyhow::Result<String> {
     Ok(id.to_owned())
 }
 
-fn wrk(url: &str, args: &Args) -> anyhow::Result<Run> {
-    wrk_with(url, args, &[])
+/// wrk against `url`, with these headers.
+fn wrk_with(url: &str, args: &Args, headers: &[String]) -> anyhow::Result<Run> {
+    let extra: Vec<String> = headers.iter().flat_map(|h| ["-H".to_owned(), h.clone()]).collect();
+    wrk_args(url, args, &extra)
 }
 
-fn wrk_with(url: &str, args: &Args, headers: &[String]) -> anyhow::Result<Run> {
+/// wrk against `url`, with extra arguments (headers, a script).
+fn wrk_args(url: &str, args: &Args, extra: &[String]) -> anyhow::Result<Run> {
     let output = Command::new("wrk")
         .args(["-t2", &format!("-c{}", args.connections), &format!("-d{}s", args.seconds), "--latency"])
-        .args(headers.iter().flat_map(|h| ["-H", h.as_str()]))
+        .args(extra)
         .arg(url)
         .output()
         .context("running wrk")?;
     let text = String::from_utf8_lossy(&output.stdout);
     ensure!(output.status.success(), "wrk failed: {text}");
     ensure!(!text.contains("Non-2xx") && !text.contains("Socket errors"), "errors under load:\n{text}");
-    let mean_ms = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Latency"))
-        .and_then(|rest| rest.split_whitespace().next())
-        .context("wrk printed no mean latency")?;
     let requests_per_second = text
         .lines()
         .find_map(|l| l.strip_prefix("Requests/sec:"))
@@ -343,7 +592,7 @@ fn wrk_with(url: &str, args: &Args, headers: &[String]) -> anyhow::Result<Run> {
         .find_map(|l| l.trim().strip_prefix("99%"))
         .map(str::trim)
         .context("wrk printed no 99th percentile")?;
-    Ok(Run { requests_per_second, p99_ms: milliseconds(p99)?, mean_ms: milliseconds(mean_ms)? })
+    Ok(Run { requests_per_second, p99_ms: milliseconds(p99)? })
 }
 
 /// wrk's latency units: `us`, `ms`, `s`.

@@ -29,6 +29,12 @@ const REDIS: &str = "redis://127.0.0.1:6379";
 const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 // @template endif
 
+/// The bench's own database on the server of `database_url`.
+fn bench_database(database_url: &str) -> String {
+    let server = database_url.rsplit_once('/').map_or(database_url, |(server, _)| server);
+    format!("{server}/{}-bench", env!("PROJECT_NAME"))
+}
+
 /// Runs every check; stops at the first failure.
 pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
     // Tests create a database each on this server.
@@ -98,6 +104,14 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
     } else {
         crate::compose_test::run(&crate::compose_test::Args::default())?;
     }
+    // The benchmark works (on the debug binaries the tests built: a smoke
+    // run, whose figures mean nothing; `cargo xtask bench` holds the budget).
+    let mut bench = cmd::cargo();
+    bench.args(["xtask", "bench", "--smoke"]).env("BENCH_DATABASE_URL", bench_database(&database_url));
+    // @template if redis
+    bench.env("BENCH_REDIS_URL", &redis_url);
+    // @template endif
+    cmd::run(&mut bench)?;
     // @template if repo
     // The generator: template/ must match the root, and every generated
     // project must pass its own CI.

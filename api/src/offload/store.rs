@@ -1,7 +1,7 @@
 //! SQL for jobs and the outbox. Each function takes any executor, so the
 //! caller decides the transaction.
 
-use sqlx::{PgConnection, PgExecutor};
+use sqlx::PgExecutor;
 use uuid::Uuid;
 
 use super::{Job, Submission};
@@ -14,20 +14,27 @@ macro_rules! columns {
     };
 }
 
-/// Inserts a job; `None` when the owner already used the idempotency key.
-/// A concurrent insert with the same key waits for the other to commit.
+/// Inserts a job and its outbox row in one statement (one round trip, and
+/// atomic on its own: a statement is its own transaction); `None` when the
+/// owner already used the idempotency key, and then nothing is written. A
+/// concurrent insert with the same key waits for the other to commit.
 pub async fn insert(
-    tx: &mut PgConnection,
+    db: impl PgExecutor<'_>,
     id: Uuid,
     submission: &Submission,
     request_hash: &[u8; 32],
 ) -> sqlx::Result<Option<Job>> {
     sqlx::query_as(concat!(
-        "INSERT INTO jobs (id, kind, input, owner, idempotency_key, request_hash, traceparent, tracestate)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-         ON CONFLICT (owner, idempotency_key) DO NOTHING
-         RETURNING ",
-        columns!()
+        "WITH job AS (
+           INSERT INTO jobs (id, kind, input, owner, idempotency_key, request_hash, traceparent, tracestate)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+           ON CONFLICT (owner, idempotency_key) DO NOTHING
+           RETURNING ",
+        columns!(),
+        "), outbox AS (INSERT INTO job_outbox (job_id) SELECT id FROM job)
+         SELECT ",
+        columns!(),
+        " FROM job"
     ))
     .bind(id)
     .bind(&submission.kind)
@@ -37,19 +44,9 @@ pub async fn insert(
     .bind(request_hash.as_slice())
     .bind(&submission.traceparent)
     .bind(submission.tracestate.as_deref())
-    .fetch_optional(tx)
+    .fetch_optional(db)
     .traced(telemetry::db_span!("INSERT", "jobs"))
     .await
-}
-
-/// Adds the job to the outbox.
-pub async fn enqueue(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<()> {
-    sqlx::query("INSERT INTO job_outbox (job_id) VALUES ($1)")
-        .bind(id)
-        .execute(db)
-        .traced(telemetry::db_span!("INSERT", "job_outbox"))
-        .await
-        .map(drop)
 }
 
 /// The owner's job under an idempotency key, with its request hash.

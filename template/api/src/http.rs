@@ -29,7 +29,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
@@ -64,13 +64,11 @@ pub enum Cors {
 /// Wraps every route of `router` in the service's middleware stack.
 pub fn apply(router: Router, metrics: Arc<Metrics>, config: &HttpConfig) -> Router {
     let stack = ServiceBuilder::new()
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, RandomRequestId))
         .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION, header::COOKIE]))
         .layer(TraceLayer::new_for_http().make_span_with(request_span).on_response(record_response))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(middleware::from_fn_with_state(metrics, record_metrics))
-        .layer(middleware::from_fn(problem_for_bare_errors))
-        .layer(middleware::from_fn(security_headers))
+        .layer(middleware::from_fn_with_state(metrics, outcome))
         .option_layer(cors_layer(&config.cors))
         .layer(CompressionLayer::new())
         .layer(TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, config.request_timeout))
@@ -169,14 +167,44 @@ fn panic_response(err: Box<dyn Any + Send + 'static>) -> Response<Body> {
     Problem::new(ErrorCode::Internal).into_response()
 }
 
-/// Counts and times every request by method, route template and status.
-async fn record_metrics(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response<Body> {
+/// A random (version 4) UUID for each request without an id, from the
+/// thread's userspace generator: `MakeRequestUuid` asks the kernel for every
+/// one (a `getrandom` system call per request).
+#[derive(Clone, Copy)]
+struct RandomRequestId;
+
+impl MakeRequestId for RandomRequestId {
+    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
+        let id = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
+        let mut text = [0; uuid::fmt::Hyphenated::LENGTH];
+        HeaderValue::from_str(id.hyphenated().encode_lower(&mut text)).ok().map(RequestId::new)
+    }
+}
+
+/// Metrics, problem normalisation and security headers: three steps of the
+/// stack's order (outermost first) in one middleware, because each
+/// `from_fn` layer costs a service clone and a boxed future per request.
+async fn outcome(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response<Body> {
     let started = Instant::now();
     let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
     let method = method_label(request.method());
+    let authenticated = request.headers().contains_key(header::AUTHORIZATION);
     let active = ActiveRequest::start(&metrics);
     let response = next.run(request).await;
     drop(active);
+    let response = problem_for_bare_errors(security_headers(response, authenticated));
+    record_metrics(&metrics, started, method, route, &response);
+    response
+}
+
+/// Counts and times every request by method, route template and status.
+fn record_metrics(
+    metrics: &Metrics,
+    started: Instant,
+    method: &'static str,
+    route: Option<String>,
+    response: &Response<Body>,
+) {
     if response.extensions().get::<PoolTimedOut>().is_some() {
         metrics.db_client_connection_timeouts.inc();
     }
@@ -187,7 +215,6 @@ async fn record_metrics(State(metrics): State<Arc<Metrics>>, request: Request, n
         http_response_status_code: response.status().as_u16(),
     };
     metrics.http_server_request_duration.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
-    response
 }
 
 /// Decrements the in-flight gauge even when the client goes away mid-request
@@ -225,8 +252,7 @@ fn method_label(method: &Method) -> &'static str {
 /// Gives error responses produced outside the handlers (router 404/405,
 /// timeout, body limit, compression's 406) a problem+json body, keeping their
 /// status and headers (such as `Allow`).
-async fn problem_for_bare_errors(request: Request, next: Next) -> Response<Body> {
-    let response = next.run(request).await;
+fn problem_for_bare_errors(response: Response<Body>) -> Response<Body> {
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) || is_problem(&response) {
         return response;
@@ -248,9 +274,7 @@ fn is_problem(response: &Response<Body>) -> bool {
 /// Headers every response carries, and `no-store` for authenticated ones
 /// unless a handler chose a cache policy itself: a response to a request with
 /// credentials must never land in a shared cache by accident.
-async fn security_headers(request: Request, next: Next) -> Response<Body> {
-    let authenticated = request.headers().contains_key(header::AUTHORIZATION);
-    let mut response = next.run(request).await;
+fn security_headers(mut response: Response<Body>, authenticated: bool) -> Response<Body> {
     let headers = response.headers_mut();
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("frame-ancestors 'none'"));

@@ -52,14 +52,19 @@ where
         event: &Event<'_>,
     ) -> fmt::Result {
         let span = event.parent().cloned().or_else(|| ctx.lookup_current().map(|s| s.id()));
+        // The span layer's context when spans are exported, else the span's
+        // own ids (`crate::ids`).
         let ids = span.and_then(|id| {
-            tracing::dispatcher::get_default(|dispatch| {
+            let exported = tracing::dispatcher::get_default(|dispatch| {
                 tracing_opentelemetry::get_otel_context(&id, dispatch)
             })
-        });
-        let ids = ids
             .map(|cx| cx.span().span_context().clone())
             .filter(opentelemetry::trace::SpanContext::is_valid);
+            exported.or_else(|| {
+                let own = ctx.span(&id)?.extensions().get::<crate::ids::Ids>().copied()?;
+                Some(crate::ids::context(own))
+            })
+        });
         let Some(ids) = ids else { return self.0.format_event(ctx, writer, event) };
         let mut line = String::with_capacity(256);
         self.0.format_event(ctx, Writer::new(&mut line), event)?;

@@ -1,8 +1,9 @@
 //! W3C trace context across process boundaries: HTTP headers in, and any
 //! string map (outbox rows, AMQP headers) out and back in.
 //!
-//! Only the span layer's context moves: when the SDK is disabled these are
-//! no-ops, and callers fall back to carrying the incoming `traceparent`.
+//! The span layer's context moves when spans are exported; with no exporter
+//! the spans' own ids do ([`crate::ids`]). When the SDK is disabled these
+//! are no-ops, and callers fall back to carrying the incoming `traceparent`.
 
 use opentelemetry::propagation::{Extractor, Injector};
 use opentelemetry::trace::TraceContextExt as _;
@@ -30,10 +31,14 @@ pub fn set_parent_from(span: &Span, traceparent: Option<&str>, tracestate: Optio
 
 fn set_parent(span: &Span, carrier: &dyn Extractor) {
     let cx = opentelemetry::global::get_text_map_propagator(|p| p.extract(carrier));
-    if cx.span().span_context().is_valid() {
-        // Fails only for a span already started, which would be a bug here,
-        // or when the span layer is off (then there is nothing to join).
-        let _ = span.set_parent(cx);
+    let remote = cx.span().span_context().clone();
+    if remote.is_valid() {
+        // Fails for a span already started, which would be a bug here, or
+        // when the span layer is off: then the span's own ids join the
+        // trace, if it has any (none when the SDK is disabled).
+        if span.set_parent(cx).is_err() {
+            crate::ids::adopt(span, &remote);
+        }
     }
 }
 
@@ -56,9 +61,10 @@ pub fn continue_from(
 /// The W3C headers naming `span`, to carry to the next hop: `traceparent`
 /// and, when there is one, `tracestate`. Empty when spans are not recorded.
 pub fn headers_of(span: &Span) -> Vec<(&'static str, String)> {
-    let cx = span.context();
+    let mut cx = span.context();
     if !cx.span().span_context().is_valid() {
-        return Vec::new();
+        let Some(ids) = crate::ids::of(span) else { return Vec::new() };
+        cx = cx.with_remote_span_context(crate::ids::context(ids));
     }
     let mut out = Pairs(Vec::with_capacity(2));
     opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut out));
@@ -100,6 +106,11 @@ struct Pairs(Vec<(&'static str, String)>);
 
 impl Injector for Pairs {
     fn set(&mut self, key: &str, value: String) {
+        // The propagator writes an empty `tracestate` for a span without
+        // one: nothing to carry.
+        if value.is_empty() {
+            return;
+        }
         let key = match key {
             TRACEPARENT => TRACEPARENT,
             TRACESTATE => TRACESTATE,

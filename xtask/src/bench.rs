@@ -278,21 +278,29 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
     }
     // @template endif
     tools::ensure(&[Tool { binary: "wrk", source: Source::Apt("wrk") }])?;
-    // A smoke run takes the debug binaries the tests built: it checks that
-    // the benchmark works, and its figures mean nothing.
-    let mut build = cmd::cargo();
-    build.args(["build", "--quiet", "-p", "api", "-p", "loadtest"]);
+    // A smoke run takes the debug binaries the tests built (`cargo xtask
+    // ci` runs it after them): building here would resolve features
+    // without the tests' dev-dependencies and rebuild half the graph. It
+    // checks that the benchmark works; its figures mean nothing.
     if !args.smoke {
-        build.arg("--release");
+        let mut build = cmd::cargo();
+        build.args(["build", "--release", "--quiet", "-p", "api", "-p", "loadtest"]);
+        // @template if worker
+        build.args(["-p", "worker"]);
+        // @template endif
+        cmd::run(&mut build)?;
     }
-    // @template if worker
-    build.args(["-p", "worker"]);
-    // @template endif
-    cmd::run(&mut build)?;
     if args.edge {
         return edge::run(args);
     }
     let binaries = cmd::target_dir().join(if args.smoke { "debug" } else { "release" });
+    for binary in ["api", "baseline", "otlp-sink", "pg-insert"] {
+        ensure!(
+            binaries.join(binary).exists(),
+            "{} is not built (a smoke run uses the binaries `cargo test --workspace --all-targets` builds)",
+            binaries.join(binary).display()
+        );
+    }
     let (_sink, endpoint) = start_sink(&binaries)?;
     let api_binary = binaries.join("api");
     let key = api_key(&api_binary, args)?;

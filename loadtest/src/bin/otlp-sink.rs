@@ -1,5 +1,5 @@
-//! An OTLP trace receiver that accepts and counts, for `cargo xtask bench
-//! --telemetry`: the api exports to it as it would to a collector.
+//! An OTLP trace receiver that accepts and counts, for `cargo xtask bench`
+//! (the instance that exports every span): the api exports to it as it would to a collector.
 //! Prints its gRPC endpoint, then serves until killed.
 
 #[tokio::main(flavor = "current_thread")]

@@ -81,7 +81,7 @@ impl App {
                     );
                     items = items.with_cache(cache);
                 }
-                Limiter::shared(redis, config.access.replicas, &metrics)
+                Limiter::shared(redis, config.access.replicas, config.rate_limit_lease, &metrics)
             }
             None => Limiter::local(config.access.replicas, &metrics),
         };

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Args;
 use secrecy::SecretString;
-use service::settings::duration;
+use service::settings::{at_least, duration};
 use service::{Problems, defaults};
 
 use crate::ratelimit::Policies;
@@ -32,6 +32,12 @@ pub struct RedisSettings {
     /// limits while Redis is unreachable, comma separated (key, ip, writes).
     #[arg(long, env = "RATE_LIMIT_FAIL_CLOSED", default_value = "")]
     pub rate_limit_fail_closed: String,
+    /// The most requests of one caller a replica takes from the shared limit
+    /// in one Redis round trip (at most a quarter of the burst). 1 asks Redis
+    /// on every request (exact); above 1, a busy caller costs one round trip
+    /// per lease, and a window may admit up to 100ms more of the rate.
+    #[arg(long, env = "RATE_LIMIT_LEASE", default_value = "1")]
+    pub rate_limit_lease: String,
 }
 
 /// The validated Redis settings.
@@ -42,6 +48,8 @@ pub struct RedisParts {
     /// Zero turns the item cache off.
     pub cache_ttl: Duration,
     pub fail_closed: Vec<String>,
+    /// The most requests one shared-limiter round trip leases.
+    pub rate_limit_lease: u32,
 }
 
 impl RedisSettings {
@@ -49,6 +57,7 @@ impl RedisSettings {
         let fail_closed = p.parse("RATE_LIMIT_FAIL_CLOSED", &self.rate_limit_fail_closed, parse_policy_names);
         let timeout = p.parse("REDIS_TIMEOUT", &self.redis_timeout, duration);
         let cache_ttl = p.parse("CACHE_TTL", &self.cache_ttl, duration);
+        let rate_limit_lease = p.parse("RATE_LIMIT_LEASE", &self.rate_limit_lease, at_least(1u32));
         let url = p.parse_secret("REDIS_URL", &self.redis_url, |raw| {
             if raw.is_empty() {
                 return Ok(None);
@@ -68,6 +77,7 @@ impl RedisSettings {
             redis: url?.map(|url| RedisConfig { url, timeout, key_prefix: key_prefix.to_owned() }),
             cache_ttl: cache_ttl?,
             fail_closed: fail_closed?,
+            rate_limit_lease: rate_limit_lease?,
         })
     }
 }

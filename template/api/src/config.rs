@@ -65,6 +65,8 @@ pub struct Config {
     pub redis: Option<RedisConfig>,
     /// Item cache TTL; zero turns the cache off.
     pub cache_ttl: Duration,
+    /// The most requests one shared-limiter round trip leases (1: none).
+    pub rate_limit_lease: u32,
     /// Test hook, not a setting: a random pause up to this long between a
     /// cache miss's Postgres read and its cache fill.
     pub cache_fill_delay: Option<Duration>,
@@ -112,6 +114,7 @@ impl Settings {
                 access: access.expect(missing),
 {% if redis %}                redis: redis.redis,
                 cache_ttl: redis.cache_ttl,
+                rate_limit_lease: redis.rate_limit_lease,
                 cache_fill_delay: None,
 {% endif %}{% if worker %}                relay: relay.expect(missing),
 {% endif %}            }

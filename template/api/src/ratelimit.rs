@@ -10,12 +10,15 @@
 //! clocks (`distributed.rs`, `gcra.lua`). Without Redis, or while Redis is
 //! unreachable, each replica limits on its own with the same algorithm and
 //! its share of the rate (`gcra.rs`), unless a policy is configured to fail
-//! closed. The response header format lives in `headers.rs` alone.
+//! closed. With `RATE_LIMIT_LEASE` above 1, a replica takes several requests
+//! of a busy caller's limit from Redis at once (`lease.rs`, which states what
+//! that trades). The response header format lives in `headers.rs` alone.
 
 {% if redis %}mod distributed;
 {% endif %}mod gcra;
 pub mod headers;
-
+{% if redis %}pub mod lease;
+{% endif %}
 use std::fmt;
 use std::str::FromStr;
 {% if redis %}use std::sync::Arc;
@@ -289,9 +292,15 @@ impl Limiter {
         }
     }
 
-{% if redis %}    /// A limiter shared through `redis`, falling back to the local one.
-    pub fn shared(redis: Arc<crate::redis_client::Redis>, replicas: u32, metrics: &Metrics) -> Self {
-        Self { shared: Some(distributed::SharedLimiter::new(redis)), ..Self::local(replicas, metrics) }
+{% if redis %}    /// A limiter shared through `redis`, falling back to the local one;
+    /// `lease` is the most requests one round trip takes (1: exact).
+    pub fn shared(
+        redis: Arc<crate::redis_client::Redis>,
+        replicas: u32,
+        lease: u32,
+        metrics: &Metrics,
+    ) -> Self {
+        Self { shared: Some(distributed::SharedLimiter::new(redis, lease)), ..Self::local(replicas, metrics) }
     }
 {% endif %}
     /// Decides on a request and charges it to every check when admitted.

@@ -1,12 +1,16 @@
 //! The shared limiter's accuracy: many clients on two instances hammer one
 //! key, and the admissions must stay within the GCRA bound and close to it.
 //! A deliberately racy limiter, built here only as a negative control, must
-//! fail the same check: otherwise the check proves nothing.
+//! fail the same check: otherwise the check proves nothing. Leased limits
+//! (`RATE_LIMIT_LEASE`) are held to the bound they document.
 
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use api::ratelimit::lease::LIFETIME;
+use tokio::time::Instant;
 
 use redis::aio::ConnectionManager;
 use reqwest::StatusCode;
@@ -48,11 +52,16 @@ where
     (admitted.load(Ordering::Relaxed), started.elapsed())
 }
 
-/// The GCRA bound: the burst, plus one per interval elapsed, plus one for
-/// the boundary. Admitting more means the limit did not hold.
-fn check_bound(admitted: u64, elapsed: Duration) -> Result<u64, String> {
+/// The GCRA bound over `elapsed`: the burst, plus one per interval, plus
+/// one for the boundary.
+fn gcra_bound(elapsed: Duration) -> u64 {
     let interval = Duration::from_secs(1) / u32::try_from(QUOTA).expect("small");
-    let bound = BURST + u64::try_from(elapsed.as_micros() / interval.as_micros()).expect("small") + 1;
+    BURST + u64::try_from(elapsed.as_micros() / interval.as_micros()).expect("small") + 1
+}
+
+/// Admitting more than the GCRA bound means the limit did not hold.
+fn check_bound(admitted: u64, elapsed: Duration) -> Result<u64, String> {
+    let bound = gcra_bound(elapsed);
     if admitted > bound {
         Err(format!("{admitted} admitted in {elapsed:?}, over the bound of {bound}"))
     } else {
@@ -79,6 +88,121 @@ async fn two_instances_sharing_redis_admit_within_the_gcra_bound_and_close_to_it
     // Close to it, too: a limiter that admits far less is broken the other way.
     assert!(admitted * 100 >= bound * 85, "only {admitted} admitted of a bound of {bound} in {elapsed:?}");
     println!("limiter accuracy: {admitted} admitted, GCRA bound {bound}, over {elapsed:?}");
+}
+
+/// Leases of up to 8 requests (a burst of 10 leases 2 at most; this rate's
+/// burst of 40 leases 8).
+const LEASED_RATE: &str = "50/1s;burst=40";
+const LEASED_BURST: u64 = 40;
+
+/// The most admitted requests whose whole exchange fell inside a window of
+/// `window`: each of them was admitted inside it, so the count is never
+/// more than the server admitted there, whatever the client's timing.
+fn busiest_window(exchanges: &mut [(Instant, Instant)], window: Duration) -> u64 {
+    exchanges.sort_unstable();
+    let mut busiest = 0;
+    for (i, (start, _)) in exchanges.iter().enumerate() {
+        let end = *start + window;
+        let inside = exchanges[i..].iter().take_while(|(sent, _)| *sent < end).filter(|(_, got)| *got <= end);
+        busiest = busiest.max(inside.count() as u64);
+    }
+    busiest
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leased_limits_stay_within_the_gcra_bound_over_the_window_plus_a_lease_lifetime() {
+    let lease = |s: &mut api::config::Settings| {
+        s.access.rate_limit_key = LEASED_RATE.into();
+        s.redis.rate_limit_lease = "8".into();
+    };
+    let first = spawn_with(lease).await;
+    let second = first.replica(|_| {}).await;
+    let urls = [first.url("/v1/items?limit=1"), second.url("/v1/items?limit=1")];
+    let client = first.client_raw().clone();
+    let exchanges = Arc::new(Mutex::new(Vec::new()));
+    let record = exchanges.clone();
+    let (admitted, elapsed) = hammer(move |n| {
+        let (request, record) = (client.get(&urls[n % 2]), record.clone());
+        async move {
+            let sent = Instant::now();
+            let status = request.send().await.expect("the request reaches the app").status();
+            assert!(matches!(status, StatusCode::OK | StatusCode::TOO_MANY_REQUESTS), "{status}");
+            let admitted = status == StatusCode::OK;
+            if admitted {
+                record.lock().expect("not poisoned").push((sent, Instant::now()));
+            }
+            admitted
+        }
+    })
+    .await;
+    // Over the whole run, from a fresh start, nothing more than the exact
+    // limiter: every leased request was charged first.
+    let interval = Duration::from_secs(1) / u32::try_from(QUOTA).expect("small");
+    let whole = LEASED_BURST + u64::try_from(elapsed.as_micros() / interval.as_micros()).expect("small") + 1;
+    assert!(admitted <= whole, "{admitted} admitted in {elapsed:?}, over the bound of {whole}");
+    // In any window, at most the GCRA bound over the window and a lifetime.
+    let window = Duration::from_millis(300);
+    let mut exchanges = exchanges.lock().expect("not poisoned").clone();
+    let busiest = busiest_window(&mut exchanges, window);
+    let exact = LEASED_BURST + u64::try_from(window.as_micros() / interval.as_micros()).expect("small") + 1;
+    let leased = exact + u64::try_from(LIFETIME.as_micros() / interval.as_micros()).expect("small");
+    assert!(busiest <= leased, "{busiest} admitted within {window:?}, over the leased bound of {leased}");
+    // And close to the exact limit: held leases refuse callers elsewhere for
+    // at most a lifetime, and their unspent requests are given back.
+    assert!(admitted * 100 >= whole * 80, "only {admitted} admitted of a bound of {whole} in {elapsed:?}");
+    println!(
+        "leased limiter: {admitted} admitted (bound {whole}) in {elapsed:?}; busiest {window:?}: {busiest} \
+         (exact bound {exact}, leased bound {leased})"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_under_its_rate_is_never_refused_by_leases_held_on_two_replicas() {
+    // 40/s against 50/s, alternating between two replicas, each of which
+    // leases up to 8 and spends about 2 before its lease expires. The lease
+    // is cut to the room Redis has left, so held leases never refuse it.
+    let first = spawn_with(|s| {
+        s.access.rate_limit_key = LEASED_RATE.into();
+        s.redis.rate_limit_lease = "8".into();
+    })
+    .await;
+    let second = first.replica(|_| {}).await;
+    let urls = [first.url("/v1/items?limit=1"), second.url("/v1/items?limit=1")];
+    let mut ticks = tokio::time::interval(Duration::from_millis(25));
+    for n in 0..100 {
+        ticks.tick().await;
+        let response =
+            first.client_raw().get(&urls[n % 2]).send().await.expect("the request reaches the app");
+        assert_eq!(response.status(), StatusCode::OK, "request {n} at 40/s was refused: {response:?}");
+    }
+}
+
+/// The requests `RateLimit` says remain (one policy).
+fn remaining(response: &reqwest::Response) -> u64 {
+    let value = response.headers().get("ratelimit").expect("RateLimit").to_str().expect("ASCII");
+    let r =
+        value.split(';').find_map(|p| p.strip_prefix("r=")).unwrap_or_else(|| panic!("no r in {value:?}"));
+    r.parse().unwrap_or_else(|_| panic!("r in {value:?}"))
+}
+
+#[tokio::test]
+async fn a_lease_reports_what_the_exact_limiter_would_and_gives_back_what_it_did_not_spend() {
+    // One request per 15 s, so nothing regenerates during the test; a burst
+    // of 40 leases 8.
+    let app = spawn_with(|s| {
+        s.access.rate_limit_key = "4/1m;burst=40".into();
+        s.redis.rate_limit_lease = "8".into();
+    })
+    .await;
+    let url = app.url("/v1/items?limit=1");
+    let get = || async { app.client_raw().get(&url).send().await.expect("the request reaches the app") };
+    // Redis charged 8 and has 32 left; the caller sees 39, as if charged 1.
+    assert_eq!(remaining(&get().await), 39);
+    assert_eq!(remaining(&get().await), 38, "from the lease");
+    tokio::time::sleep(LIFETIME + Duration::from_millis(20)).await;
+    // The lease expired with 6 unspent: this round trip gives them back
+    // before it takes the next lease, so nothing unspent was lost.
+    assert_eq!(remaining(&get().await), 37);
 }
 
 /// The negative control: GCRA with a read, a decision in the client, and a

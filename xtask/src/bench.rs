@@ -162,8 +162,8 @@ struct Instances {
     // @template endif
 }
 
-/// The lease the leased instance takes (`RATE_LIMIT_LEASE`).
 // @template if redis
+/// The lease the leased instance takes (`RATE_LIMIT_LEASE`).
 const LEASE: &str = "16";
 // @template endif
 
@@ -378,8 +378,8 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
 
 /// The baseline target every throughput line is a ratio against.
 const BARE_JSON: &str = "bare axum GET /json";
-/// The cached read through the leased limiter.
 // @template if redis
+/// The cached read through the leased limiter.
 const LEASED_ITEM: &str = "api GET item, key + leased limiter";
 // @template endif
 

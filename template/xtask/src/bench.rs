@@ -152,8 +152,8 @@ struct Instances {
     leased: Instance,
 {% endif %}}
 
-/// The lease the leased instance takes (`RATE_LIMIT_LEASE`).
-{% if redis %}const LEASE: &str = "16";
+{% if redis %}/// The lease the leased instance takes (`RATE_LIMIT_LEASE`).
+const LEASE: &str = "16";
 {% endif %}
 /// Settings every budget instance shares: limits that do all their work and
 /// never refuse, and no relay, so the write path is the request's alone.
@@ -342,8 +342,8 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
 
 /// The baseline target every throughput line is a ratio against.
 const BARE_JSON: &str = "bare axum GET /json";
-/// The cached read through the leased limiter.
-{% if redis %}const LEASED_ITEM: &str = "api GET item, key + leased limiter";
+{% if redis %}/// The cached read through the leased limiter.
+const LEASED_ITEM: &str = "api GET item, key + leased limiter";
 {% endif %}
 /// The budget's ratio lines, from the rounds of every target.
 fn budget(targets: &[Target]) -> Vec<Line> {

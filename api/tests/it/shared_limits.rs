@@ -52,16 +52,23 @@ where
     (admitted.load(Ordering::Relaxed), started.elapsed())
 }
 
-/// The GCRA bound over `elapsed`: the burst, plus one per interval, plus
-/// one for the boundary.
-fn gcra_bound(elapsed: Duration) -> u64 {
-    let interval = Duration::from_secs(1) / u32::try_from(QUOTA).expect("small");
-    BURST + u64::try_from(elapsed.as_micros() / interval.as_micros()).expect("small") + 1
+/// The emission interval of `QUOTA` per second.
+const INTERVAL: Duration = Duration::from_millis(1000 / QUOTA);
+
+/// Whole intervals in `span`.
+fn intervals_in(span: Duration) -> u64 {
+    u64::try_from(span.as_micros() / INTERVAL.as_micros()).expect("small")
+}
+
+/// The GCRA bound over `elapsed` for `burst`: the burst, plus one per
+/// interval, plus one for the boundary.
+fn gcra_bound(burst: u64, elapsed: Duration) -> u64 {
+    burst + intervals_in(elapsed) + 1
 }
 
 /// Admitting more than the GCRA bound means the limit did not hold.
 fn check_bound(admitted: u64, elapsed: Duration) -> Result<u64, String> {
-    let bound = gcra_bound(elapsed);
+    let bound = gcra_bound(BURST, elapsed);
     if admitted > bound {
         Err(format!("{admitted} admitted in {elapsed:?}, over the bound of {bound}"))
     } else {
@@ -95,6 +102,12 @@ async fn two_instances_sharing_redis_admit_within_the_gcra_bound_and_close_to_it
 const LEASED_RATE: &str = "50/1s;burst=40";
 const LEASED_BURST: u64 = 40;
 
+/// Settings of an instance that leases up to 8 requests of `LEASED_RATE`.
+fn leased(s: &mut api::config::Settings) {
+    s.access.rate_limit_key = LEASED_RATE.into();
+    s.redis.rate_limit_lease = "8".into();
+}
+
 /// The most admitted requests whose whole exchange fell inside a window of
 /// `window`: each of them was admitted inside it, so the count is never
 /// more than the server admitted there, whatever the client's timing.
@@ -111,11 +124,7 @@ fn busiest_window(exchanges: &mut [(Instant, Instant)], window: Duration) -> u64
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leased_limits_stay_within_the_gcra_bound_over_the_window_plus_a_lease_lifetime() {
-    let lease = |s: &mut api::config::Settings| {
-        s.access.rate_limit_key = LEASED_RATE.into();
-        s.redis.rate_limit_lease = "8".into();
-    };
-    let first = spawn_with(lease).await;
+    let first = spawn_with(leased).await;
     let second = first.replica(|_| {}).await;
     let urls = [first.url("/v1/items?limit=1"), second.url("/v1/items?limit=1")];
     let client = first.client_raw().clone();
@@ -137,15 +146,14 @@ async fn leased_limits_stay_within_the_gcra_bound_over_the_window_plus_a_lease_l
     .await;
     // Over the whole run, from a fresh start, nothing more than the exact
     // limiter: every leased request was charged first.
-    let interval = Duration::from_secs(1) / u32::try_from(QUOTA).expect("small");
-    let whole = LEASED_BURST + u64::try_from(elapsed.as_micros() / interval.as_micros()).expect("small") + 1;
+    let whole = gcra_bound(LEASED_BURST, elapsed);
     assert!(admitted <= whole, "{admitted} admitted in {elapsed:?}, over the bound of {whole}");
     // In any window, at most the GCRA bound over the window and a lifetime.
     let window = Duration::from_millis(300);
     let mut exchanges = exchanges.lock().expect("not poisoned").clone();
     let busiest = busiest_window(&mut exchanges, window);
-    let exact = LEASED_BURST + u64::try_from(window.as_micros() / interval.as_micros()).expect("small") + 1;
-    let leased = exact + u64::try_from(LIFETIME.as_micros() / interval.as_micros()).expect("small");
+    let exact = gcra_bound(LEASED_BURST, window);
+    let leased = exact + intervals_in(LIFETIME);
     assert!(busiest <= leased, "{busiest} admitted within {window:?}, over the leased bound of {leased}");
     // And close to the exact limit: held leases refuse callers elsewhere for
     // at most a lifetime, and their unspent requests are given back.
@@ -161,11 +169,7 @@ async fn a_caller_under_its_rate_is_never_refused_by_leases_held_on_two_replicas
     // 40/s against 50/s, alternating between two replicas, each of which
     // leases up to 8 and spends about 2 before its lease expires. The lease
     // is cut to the room Redis has left, so held leases never refuse it.
-    let first = spawn_with(|s| {
-        s.access.rate_limit_key = LEASED_RATE.into();
-        s.redis.rate_limit_lease = "8".into();
-    })
-    .await;
+    let first = spawn_with(leased).await;
     let second = first.replica(|_| {}).await;
     let urls = [first.url("/v1/items?limit=1"), second.url("/v1/items?limit=1")];
     let mut ticks = tokio::time::interval(Duration::from_millis(25));

@@ -134,13 +134,12 @@ impl Leases {
         if leases.len() > SWEEP_ABOVE {
             leases.retain(|_, lease| now.saturating_duration_since(lease.charged_at) < LIFETIME);
         }
-        let intervals = checks.iter().map(|c| Duration::from_micros(c.rate.interval_micros())).collect();
-        let lease = leases.entry(key).or_insert(Lease {
+        let lease = leases.entry(key).or_insert_with(|| Lease {
             left: 0,
             owed: 0,
             charged_at: now,
             outcomes: Vec::new(),
-            intervals,
+            intervals: checks.iter().map(|c| Duration::from_micros(c.rate.interval_micros())).collect(),
         });
         if now.saturating_duration_since(lease.charged_at) >= LIFETIME {
             lease.owed += std::mem::take(&mut lease.left);
